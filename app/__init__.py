@@ -1,0 +1,43 @@
+"""Keras model server: `create_app` builds the Flask app (config, registry, blueprints, errors)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from app import errors
+from app.config import load_config
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Application factory: settings, model registry (loading in the background), routes."""
+    from app.api import native, responses
+    from app.serving.registry import ModelRegistry
+    from app.serving.repository import scan_repository
+
+    app = Flask(__name__)
+    app.config.update(load_config(test_config=test_config))
+    logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
+
+    registry = ModelRegistry(
+        scan_repository(app.config["MODEL_DIR"], app.config),
+        default_model=app.config["DEFAULT_MODEL"],
+        strict_readiness=app.config["STRICT_READINESS"],
+        tf_threads=(app.config["TF_INTRA_OP_THREADS"], app.config["TF_INTER_OP_THREADS"]),
+    )
+    app.extensions["registry"] = registry
+    app.register_blueprint(native.bp)
+
+    app.register_error_handler(errors.ServingError, responses.error_response)
+    app.register_error_handler(HTTPException, lambda exc: responses.error_response(responses.http_error(exc)))
+    app.register_error_handler(Exception, responses.internal_error)
+
+    @app.after_request
+    def tag_request_id(response):
+        response.headers["X-Request-ID"] = responses.request_id()
+        return response
+
+    registry.start_loading()
+    return app

@@ -1,0 +1,142 @@
+"""Reading JSON requests and writing JSON responses, errors included, in one place."""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+import zlib
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from app import errors
+
+log = logging.getLogger(__name__)
+
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_BOOL_TOKENS = (b"true", b"false")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A response encoded with orjson (numpy arrays included)."""
+    body = orjson.dumps(payload, default=_default, option=JSON_OPTIONS)
+    return Response(body, status=status, headers=headers, mimetype="application/json")
+
+
+def request_body() -> bytes:
+    """The raw body, decompressed when Content-Encoding says gzip or deflate; 413 past the limit."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"the body of {request.content_length} bytes exceeds the limit of {limit}",
+                                     {"limit": limit})
+    raw = request.get_data(cache=True)
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise errors.UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)",
+                                          code="unsupported_content_encoding")
+    window = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    decompressor = zlib.decompressobj(window)
+    try:
+        body = decompressor.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise errors.BadRequest(f"the body is not valid {encoding}: {exc}", code="invalid_encoding") from None
+    if len(body) > limit or decompressor.unconsumed_tail:
+        raise errors.PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes", {"limit": limit})
+    return body
+
+
+def parse_json(body: bytes) -> tuple[Any, bool]:
+    """(decoded JSON, whether it may hold booleans). NaN/Infinity and bad JSON answer 400."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _json_error(body, exc) from None
+    return data, any(token in body for token in _BOOL_TOKENS)
+
+
+def read_json(*, require_content_type: bool = True) -> tuple[Any, bool]:
+    """Decode the request body as JSON (415 when it does not say JSON)."""
+    if require_content_type and not request.is_json:
+        raise errors.UnsupportedMediaType(
+            f"send the body as application/json (got {request.mimetype or 'no Content-Type'})",
+            {"content_type": request.mimetype or None})
+    return parse_json(request_body())
+
+
+def _json_error(body: bytes, exc: Exception) -> errors.ServingError:
+    def reject_constant(name: str) -> None:
+        raise errors.InvalidTensor(f"{name} is not a number JSON allows; send finite numbers",
+                                   {"value": name}, code="non_finite_value")
+    try:
+        json.loads(body, parse_constant=reject_constant)
+    except errors.ServingError as constant_error:
+        return constant_error
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return errors.InvalidJSON(f"the body is not valid JSON: {exc}")
+
+
+def error_style() -> str:
+    """Which surface's error shape to use: native, tfserving or v2."""
+    path = request.path
+    if path.startswith("/v1/"):
+        return "tfserving"
+    if path == "/v2" or path.startswith("/v2/"):
+        return "v2"
+    return "native"
+
+
+def error_response(error: errors.ServingError) -> Response:
+    """The one mapping from a ServingError to an HTTP response."""
+    headers = {}
+    if isinstance(error, errors.Overloaded):
+        headers["Retry-After"] = str(error.retry_after)
+    if error_style() == "native":
+        payload: dict[str, Any] = error.to_dict()
+    else:
+        payload = {"error": error.message}
+    return json_response(payload, status=error.status, headers=headers)
+
+
+def http_error(exc: HTTPException) -> errors.ServingError:
+    """Werkzeug's routing and body errors as ServingErrors."""
+    mapping: dict[int, type[errors.ServingError]] = {
+        404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
+        415: errors.UnsupportedMediaType,
+    }
+    kind = mapping.get(exc.code or 500, errors.BadRequest if (exc.code or 500) < 500 else errors.InternalError)
+    message = {404: f"no route for {request.method} {request.path}",
+               405: f"{request.method} is not allowed on {request.path}"}.get(exc.code or 0, exc.description or "")
+    error = kind(message)
+    if exc.code and kind is errors.BadRequest:
+        error.status = exc.code
+    return error
+
+
+def request_id() -> str:
+    """The id of this request (from X-Request-ID, or a new one)."""
+    if "request_id" not in g:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    return g.request_id
+
+
+def internal_error(exc: BaseException) -> Response:
+    """A bug: log the traceback with the request id; answer 500 without one."""
+    rid = request_id()
+    log.exception("unhandled error in %s %s (request id %s)", request.method, request.path, rid, exc_info=exc)
+    return error_response(errors.InternalError("internal error; the server log has the details",
+                                               {"request_id": rid}))

@@ -1,0 +1,42 @@
+"""marshmallow schemas for request envelopes (tensor contents are checked by app.serving.tensors)."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from app import errors
+
+
+class PredictRequestSchema(Schema):
+    """`POST /predict`: model, version and exactly one of instances / inputs."""
+
+    class Meta:
+        unknown = RAISE
+
+    model = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
+    version = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1))
+    instances = fields.List(fields.Raw(allow_none=True))
+    inputs = fields.Raw()
+
+    @validates_schema
+    def exactly_one_payload(self, data: dict[str, Any], **_: Any) -> None:
+        given = [key for key in ("instances", "inputs") if key in data]
+        if len(given) != 1:
+            raise ValidationError("send exactly one of `instances` (rows) or `inputs` (columns)", "_schema")
+
+
+_PREDICT = PredictRequestSchema()
+
+
+def load_predict_request(data: Any) -> dict[str, Any]:
+    """Validate a /predict envelope; 400 invalid_request listing each field's problem."""
+    if not isinstance(data, dict):
+        raise errors.InvalidRequest("the body must be a JSON object", {"received": type(data).__name__})
+    try:
+        return _PREDICT.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        summary = "; ".join(f"{field}: {' '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
+                            for field, msgs in messages.items())
+        raise errors.InvalidRequest(f"invalid request: {summary}", {"fields": messages}) from None

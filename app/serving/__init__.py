@@ -1,0 +1,1 @@
+"""The serving core: repository (source), loader, runtime, batching, registry (manager)."""

@@ -1,0 +1,169 @@
+"""The manager: model name -> versions -> servable, with states and readiness.
+
+Versions are loaded in a background thread of each worker (after gunicorn's fork),
+so liveness answers at once and readiness turns green when loading settles.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import errors
+from app.serving.batching import Batcher
+from app.serving.types import ModelSource, ModelState, Signature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServableVersion:
+    """One version of one model: its source, state and, once AVAILABLE, its batcher."""
+
+    source: ModelSource
+    state: ModelState = ModelState.LOADING
+    error: str | None = None
+    signature: Signature | None = None
+    batcher: Batcher | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def version(self) -> int:
+        return self.source.version
+
+    def summary(self) -> dict[str, Any]:
+        """State for `GET /models`: version, state and, when FAILED, the reason."""
+        out: dict[str, Any] = {"version": self.version, "state": self.state.value}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Everything known about this version, for `GET /models/NAME[/versions/V]`."""
+        out = self.summary()
+        out["source"] = str(self.source.path) if self.source.path else None
+        out.update(self.metadata)
+        if self.signature is not None:
+            out["inputs"] = [spec.to_dict() for spec in self.signature.inputs]
+            out["outputs"] = [spec.to_dict() for spec in self.signature.outputs]
+        out["batching"] = self.source.batching.to_dict()
+        if self.batcher is not None:
+            out["stats"] = self.batcher.stats()
+        return out
+
+
+class ModelRegistry:
+    """Holds every aspired version and answers which servable a request should use."""
+
+    def __init__(self, sources: Iterable[ModelSource], *, default_model: str | None = None,
+                 strict_readiness: bool = True, tf_threads: tuple[int, int] = (1, 1)):
+        self.default_model = default_model
+        self.strict_readiness = strict_readiness
+        self._tf_threads = tf_threads
+        self._models: dict[str, dict[int, ServableVersion]] = {}
+        for source in sources:
+            self._models.setdefault(source.name, {})[source.version] = ServableVersion(source)
+        self._settled = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loading -------------------------------------------------------------
+    def start_loading(self) -> None:
+        """Load every version in a background thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
+            self._thread.start()
+
+    def load_all(self) -> None:
+        """Load every version in turn; each ends AVAILABLE or FAILED."""
+        from app.serving.lifecycle import load_version  # imports TensorFlow
+
+        try:
+            for servable in self.versions():
+                load_version(servable, self._tf_threads)
+        finally:
+            self._settled.set()
+
+    def wait_until_settled(self, timeout: float | None = None) -> bool:
+        """Block until no version is LOADING; True when that happened in time."""
+        return self._settled.wait(timeout)
+
+    def close(self) -> None:
+        """Stop every batcher: queued requests finish or fail, none hang."""
+        for servable in self.versions():
+            if servable.batcher is not None:
+                servable.state = ModelState.UNLOADING
+                servable.batcher.close()
+
+    # -- lookup --------------------------------------------------------------
+    def versions(self) -> list[ServableVersion]:
+        return [v for name in sorted(self._models) for _, v in sorted(self._models[name].items())]
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def model_versions(self, name: str) -> list[ServableVersion]:
+        """All versions of `name`, lowest first; ModelNotFound when unknown."""
+        if name not in self._models:
+            raise errors.ModelNotFound(f"model {name!r} is not served", {"model": name, "available": self.names()})
+        return [v for _, v in sorted(self._models[name].items())]
+
+    def get(self, name: str, version: int) -> ServableVersion:
+        """Exactly this version, in whatever state; 404 when it does not exist."""
+        versions = self._models.get(name)
+        if versions is None:
+            self.model_versions(name)
+        if version not in versions:
+            raise errors.VersionNotFound(f"model {name!r} has no version {version}",
+                                         {"model": name, "version": version, "versions": sorted(versions)})
+        return versions[version]
+
+    def default_model_name(self) -> str:
+        """The model a request without `model` goes to."""
+        if self.default_model:
+            return self.default_model
+        if len(self._models) == 1:
+            return next(iter(self._models))
+        available = sorted(n for n, vs in self._models.items()
+                           if any(v.state is ModelState.AVAILABLE for v in vs.values()))
+        if len(available) == 1:
+            return available[0]
+        raise errors.InvalidRequest("name the model: more than one is served", {"models": self.names()})
+
+    def resolve(self, name: str | None, version: int | None) -> ServableVersion:
+        """The AVAILABLE servable for a request: 404 unknown, 503 not available."""
+        name = name or self.default_model_name()
+        if version is not None:
+            servable = self.get(name, version)
+        else:
+            candidates = self.model_versions(name)
+            available = [v for v in candidates if v.state is ModelState.AVAILABLE]
+            servable = available[-1] if available else candidates[-1]
+        if servable.state is not ModelState.AVAILABLE or servable.batcher is None:
+            raise errors.ModelNotAvailable(
+                f"model {name!r} version {servable.version} is {servable.state.value}",
+                {"model": name, "version": servable.version, "state": servable.state.value,
+                 **({"reason": servable.error} if servable.error else {})})
+        return servable
+
+    def readiness(self) -> tuple[bool, list[dict[str, Any]]]:
+        """(ready, versions holding readiness back)."""
+        blocking = []
+        for servable in self.versions():
+            if servable.state is ModelState.AVAILABLE:
+                continue
+            if servable.state is ModelState.FAILED and not self.strict_readiness:
+                continue
+            blocking.append({"model": servable.name, **servable.summary()})
+        return (not blocking and self._settled.is_set()), blocking
+
+
+def elapsed_since(start: float) -> float:
+    """Seconds since `start` (a perf_counter reading), rounded for reports."""
+    return round(time.perf_counter() - start, 4)

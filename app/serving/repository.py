@@ -1,0 +1,103 @@
+"""The source: scan the model folder and decide which versions should be served.
+
+Layout (names match `[A-Za-z0-9_.-]+`):
+- `NAME.h5` or `NAME.keras`: version 1 of NAME; settings in `NAME.serving.json`,
+  custom code in `NAME.custom_objects.py`.
+- `NAME/VERSION/<one .h5 or .keras file>`, VERSION a positive integer; settings in
+  `NAME/serving.json`, custom code in `NAME/custom_objects.py`.
+All versions found are aspired. Layout problems become versions with `problem` set,
+which the registry reports as FAILED instead of refusing to start.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from app.serving.model_config import batching_settings, read_model_config
+from app.serving.types import ModelSource
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIXES = (".h5", ".keras", ".hdf5")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
+
+
+def scan_repository(model_dir: Path, config: dict[str, Any]) -> list[ModelSource]:
+    """Every aspired version under `model_dir`, sorted by name then version."""
+    if not model_dir.is_dir():
+        log.warning("model folder %s does not exist; serving no models", model_dir)
+        return []
+    sources: dict[str, list[ModelSource]] = {}
+    for entry in sorted(model_dir.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        if entry.is_file() and entry.suffix in MODEL_SUFFIXES:
+            name = entry.name[: -len(entry.suffix)]
+            found = [_flat_source(entry, name, config)]
+        elif entry.is_dir():
+            name = entry.name
+            found = _folder_sources(entry, config)
+        else:
+            continue
+        if not NAME_PATTERN.match(name):
+            log.warning("skipping %s: model names must match %s", entry, NAME_PATTERN.pattern)
+            continue
+        if name in sources and found:
+            clash = f"model {name!r} is defined twice ({entry.name} and another file or folder)"
+            found = [_failed(name, s.version, config, clash) for s in found]
+            sources[name] = [_failed(name, s.version, config, clash) for s in sources[name]]
+        sources.setdefault(name, []).extend(found)
+    return [s for name in sorted(sources) for s in sorted(sources[name], key=lambda s: s.version)]
+
+
+def _flat_source(path: Path, name: str, config: dict[str, Any]) -> ModelSource:
+    settings_path = path.with_name(f"{name}.serving.json")
+    custom = path.with_name(f"{name}.custom_objects.py")
+    return _source(name, 1, path, config, settings_path, custom)
+
+
+def _folder_sources(folder: Path, config: dict[str, Any]) -> list[ModelSource]:
+    name = folder.name
+    settings_path = folder / "serving.json"
+    custom = folder / "custom_objects.py"
+    found = []
+    for child in sorted(folder.iterdir()):
+        if not (child.is_dir() and VERSION_PATTERN.match(child.name)):
+            continue
+        files = sorted(p for p in child.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES)
+        version = int(child.name)
+        if len(files) == 1:
+            found.append(_source(name, version, files[0], config, settings_path, custom))
+        elif not files:
+            found.append(_failed(name, version, config, f"{name}/{child.name}/ holds no .h5 or .keras file"))
+        else:
+            listed = ", ".join(p.name for p in files)
+            found.append(_failed(name, version, config,
+                                 f"{name}/{child.name}/ holds several model files ({listed}); keep one"))
+    return found
+
+
+def _source(name: str, version: int, path: Path, config: dict[str, Any],
+            settings_path: Path, custom: Path) -> ModelSource:
+    try:
+        overrides = read_model_config(settings_path)
+    except ValueError as exc:
+        return _failed(name, version, config, str(exc), path=path)
+    return ModelSource(
+        name=name,
+        version=version,
+        path=path,
+        batching=batching_settings(config, overrides),
+        safe_mode=overrides.get("safe_mode", True),
+        custom_objects_path=custom if custom.is_file() else None,
+        config_path=settings_path if settings_path.is_file() else None,
+    )
+
+
+def _failed(name: str, version: int, config: dict[str, Any], problem: str,
+            path: Path | None = None) -> ModelSource:
+    return ModelSource(name=name, version=version, path=path,
+                       batching=batching_settings(config, {}), problem=problem)

@@ -1,0 +1,76 @@
+"""Plain value types shared by the serving core; no TensorFlow here."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ModelState(str, enum.Enum):
+    """Lifecycle of one model version (TF Serving's words)."""
+
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: numpy dtype name and full shape (batch first, None = variable)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's inputs and outputs, in the model's own order."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.outputs)
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """Effective batching settings of one model version (global, then per-model overrides)."""
+
+    max_batch_size: int
+    max_batch_delay_ms: float
+    max_queue_rows: int
+    request_timeout: float
+
+    def to_dict(self) -> dict:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_batch_delay_ms": self.max_batch_delay_ms,
+            "max_queue_rows": self.max_queue_rows,
+            "request_timeout": self.request_timeout,
+        }
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One version the repository wants served (an aspired version)."""
+
+    name: str
+    version: int
+    path: Path | None
+    batching: BatchingSettings
+    safe_mode: bool = True
+    custom_objects_path: Path | None = None
+    config_path: Path | None = None
+    problem: str | None = None  # set when the folder layout itself is wrong
+    extra: dict = field(default_factory=dict, compare=False)
