@@ -1,0 +1,36 @@
+# Quick start: `make serve` (demo model on :8000) and `make test` (whole suite).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: serve test lint bench train-demo clean
+
+$(BIN)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-dev.txt
+	touch $@
+
+serve: $(BIN)/.runtime
+	PORT=$(PORT) $(BIN)/python -m gunicorn -c gunicorn.conf.py wsgi:app
+
+test: $(BIN)/.dev
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
+
+bench: $(BIN)/.dev
+	$(BIN)/python -m bench
+
+train-demo: $(BIN)/.runtime
+	$(BIN)/python scripts/train_iris.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

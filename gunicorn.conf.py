@@ -1,0 +1,28 @@
+"""gunicorn settings: gthread workers, no preload (TensorFlow is not fork-safe), logs to stdout.
+
+Models load in each worker after the fork, in a background thread, so /health
+answers at once and /health/ready turns 200 when loading settles.
+"""
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{int(os.environ.get('PORT', '8000'))}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+preload_app = False  # never import TensorFlow in the master
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = 75  # longer than common load balancers' idle timeouts
+backlog = 2048
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "0") in ("1", "true") else None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def worker_exit(server, worker):
+    """Drain every batcher so no queued request is left hanging on shutdown."""
+    app = getattr(worker, "wsgi", None)
+    registry = getattr(app, "extensions", {}).get("registry") if app is not None else None
+    if registry is not None:
+        registry.close()

@@ -1,0 +1,35 @@
+"""Shared fixtures: a model folder of real Keras models, the app, its clients."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from tests.model_builders import build_repository
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder built once per session (dense, two inputs, two outputs, CNN, LSTM, legacy, versions, corrupt)."""
+    return build_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def app(model_repo: Path):
+    """The app serving `model_repo`, with loading settled (shared by the session for speed)."""
+    application = create_app({"TESTING": True, "MODEL_DIR": model_repo, "STRICT_READINESS": False,
+                              "MAX_REQUEST_ROWS": 500, "MAX_BATCH_SIZE": 16})
+    assert application.extensions["registry"].wait_until_settled(120)
+    yield application
+    application.extensions["registry"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()

@@ -1,0 +1,105 @@
+"""Build small real Keras models for the tests (each returns the saved file)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def dense(path: Path, seed: int = 1, units: int = 3) -> Path:
+    """4 float inputs -> `units` softmax outputs; input `features`, output `probs`."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(units, activation="softmax", name="probs")(hidden)
+    return _save(keras.Model(inputs, outputs), path)
+
+
+def two_inputs(path: Path) -> Path:
+    """Inputs `a` (4 floats) and `b` (3 floats); output `sum` (2 floats)."""
+    keras.utils.set_random_seed(2)
+    a = keras.Input((4,), name="a")
+    b = keras.Input((3,), name="b")
+    merged = keras.layers.Concatenate()([keras.layers.Dense(5, name="da")(a), keras.layers.Dense(5, name="db")(b)])
+    return _save(keras.Model({"a": a, "b": b}, keras.layers.Dense(2, name="sum")(merged)), path)
+
+
+def two_outputs(path: Path) -> Path:
+    """Input `x` (6 floats); dict outputs `score` (1) and `label` (3)."""
+    keras.utils.set_random_seed(3)
+    x = keras.Input((6,), name="x")
+    hidden = keras.layers.Dense(8, activation="tanh")(x)
+    outputs = {"score": keras.layers.Dense(1, name="score_head")(hidden),
+               "label": keras.layers.Dense(3, activation="softmax", name="label_head")(hidden)}
+    return _save(keras.Model(x, outputs), path)
+
+
+def cnn(path: Path) -> Path:
+    """28x28x1 images -> 10 classes."""
+    keras.utils.set_random_seed(4)
+    x = keras.Input((28, 28, 1), name="image")
+    h = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Flatten()(h)
+    return _save(keras.Model(x, keras.layers.Dense(10, activation="softmax", name="digits")(h)), path)
+
+
+def tokens_lstm(path: Path) -> Path:
+    """int32 token ids (10 steps, vocab 20) -> Embedding -> LSTM -> 2 outputs."""
+    keras.utils.set_random_seed(5)
+    x = keras.Input((10,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(20, 8)(x)
+    h = keras.layers.LSTM(6)(h)
+    return _save(keras.Model(x, keras.layers.Dense(2, name="sentiment")(h)), path)
+
+
+def tf_keras_h5(path: Path) -> Path:
+    """A Sequential model saved as HDF5 by tf.keras 2.x (the tf_keras package)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(6)
+    model = tf_keras.Sequential([
+        tf_keras.layers.Dense(8, activation="relu", input_shape=(5,)),
+        tf_keras.layers.Dense(2, activation="softmax"),
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def corrupt(path: Path) -> Path:
+    """Bytes that are no model at all, under a .h5 name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not a model\n" * 10)
+    return path
+
+
+def _save(model: keras.Model, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def reference(path: Path, inputs: dict[str, np.ndarray] | np.ndarray):
+    """What Keras computes in-process for `inputs` (the oracle the server must match)."""
+    model = keras.saving.load_model(path, compile=False)
+    return model(inputs, training=False)
+
+
+def build_repository(root: Path) -> Path:
+    """A model folder holding one of every kind the tests exercise."""
+    dense(root / "dense.keras")
+    two_inputs(root / "two_inputs.keras")
+    two_outputs(root / "two_outputs.keras")
+    cnn(root / "cnn.keras")
+    tokens_lstm(root / "tokens.keras")
+    tf_keras_h5(root / "legacy.h5")
+    dense(root / "versioned" / "1" / "model.keras", seed=11)
+    dense(root / "versioned" / "2" / "model.keras", seed=12)
+    corrupt(root / "corrupt.h5")
+    return root

@@ -1,0 +1,65 @@
+"""Start a real gunicorn with the project's gunicorn.conf.py on a free 127.0.0.1 port."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gunicorn_command() -> list[str]:
+    """The same command the Dockerfile runs, with this venv's interpreter."""
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+
+
+@contextmanager
+def running_server(model_dir: Path, env: dict[str, str] | None = None, *, ready_timeout: float = 120,
+                   wait_ready: bool = True):
+    """Yield the base URL of a gunicorn serving `model_dir`; stop it (SIGTERM) afterwards."""
+    port = free_port()
+    full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_MODEL_DIR": str(model_dir),
+                **(env or {})}
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait(base, proc, ready_timeout, "/health/ready" if wait_ready else "/health", log_path)
+            yield base
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def _wait(base: str, proc: subprocess.Popen, timeout: float, path: str, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(base + path, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gunicorn not ready on {base}{path} after {timeout}s:\n{log_path.read_text()[-3000:]}")
