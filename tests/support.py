@@ -15,6 +15,12 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class ServerURL(str):
+    """The server's base URL; `.pid` is the gunicorn master's process id."""
+
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -37,7 +43,8 @@ def running_server(model_dir: Path, env: dict[str, str] | None = None, *, ready_
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
+        base = ServerURL(f"http://127.0.0.1:{port}")
+        base.pid = proc.pid
         try:
             _wait(base, proc, ready_timeout, "/health/ready" if wait_ready else "/health", log_path)
             yield base

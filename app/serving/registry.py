@@ -29,6 +29,7 @@ class ServableVersion:
     signature: Signature | None = None
     batcher: Batcher | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    settled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def name(self) -> str:
@@ -63,8 +64,10 @@ class ModelRegistry:
     """Holds every aspired version and answers which servable a request should use."""
 
     def __init__(self, sources: Iterable[ModelSource], *, default_model: str | None = None,
-                 strict_readiness: bool = True, tf_threads: tuple[int, int] = (1, 1)):
+                 strict_readiness: bool = True, tf_threads: tuple[int, int] = (1, 1),
+                 loading_wait: float = 30.0):
         self.default_model = default_model
+        self.loading_wait = loading_wait
         self.strict_readiness = strict_readiness
         self._tf_threads = tf_threads
         self._models: dict[str, dict[int, ServableVersion]] = {}
@@ -86,7 +89,10 @@ class ModelRegistry:
 
         try:
             for servable in self.versions():
-                load_version(servable, self._tf_threads)
+                try:
+                    load_version(servable, self._tf_threads)
+                finally:
+                    servable.settled.set()
         finally:
             self._settled.set()
 
@@ -137,20 +143,27 @@ class ModelRegistry:
         raise errors.InvalidRequest("name the model: more than one is served", {"models": self.names()})
 
     def resolve(self, name: str | None, version: int | None) -> ServableVersion:
-        """The AVAILABLE servable for a request: 404 unknown, 503 not available."""
+        """The AVAILABLE servable for a request: 404 unknown, 503 not available.
+
+        A request for a version still LOADING (a worker that has just started) waits up to
+        `loading_wait` seconds for it instead of failing at once.
+        """
         name = name or self.default_model_name()
-        if version is not None:
-            servable = self.get(name, version)
-        else:
-            candidates = self.model_versions(name)
-            available = [v for v in candidates if v.state is ModelState.AVAILABLE]
-            servable = available[-1] if available else candidates[-1]
+        servable = self.get(name, version) if version is not None else self._newest_candidate(name)
+        if servable.state is ModelState.LOADING and servable.settled.wait(self.loading_wait) and version is None:
+            servable = self._newest_candidate(name)
         if servable.state is not ModelState.AVAILABLE or servable.batcher is None:
             raise errors.ModelNotAvailable(
                 f"model {name!r} version {servable.version} is {servable.state.value}",
                 {"model": name, "version": servable.version, "state": servable.state.value,
                  **({"reason": servable.error} if servable.error else {})})
         return servable
+
+    def _newest_candidate(self, name: str) -> ServableVersion:
+        """The highest version that is AVAILABLE or may still become so."""
+        candidates = self.model_versions(name)
+        hopeful = [v for v in candidates if v.state in (ModelState.AVAILABLE, ModelState.LOADING)]
+        return hopeful[-1] if hopeful else candidates[-1]
 
     def readiness(self) -> tuple[bool, list[dict[str, Any]]]:
         """(ready, versions holding readiness back)."""

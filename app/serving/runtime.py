@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+tf.get_logger().setLevel("ERROR")  # one trace per model is by design; its retracing warning is noise
+
 from app.serving.loader import LoadedModel  # noqa: E402
 from app.serving.types import Signature  # noqa: E402
 

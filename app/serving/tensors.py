@@ -126,8 +126,7 @@ def _conform_one(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
             f"input {spec.name!r} expects shape {_shape_text(expected)} but received {_shape_text(received)}",
             {"input": spec.name, "expected": expected, "received": received}, code="shape_mismatch")
     target = np.dtype(spec.dtype)
-    if target.kind in "iu" and array.dtype.kind == "f":
-        if not np.array_equal(array, np.trunc(array)):
+    if target.kind in "iu" and array.dtype.kind == "f" and not np.array_equal(array, np.trunc(array)):
             raise InputMismatch(f"input {spec.name!r} takes integers ({spec.dtype}) but received fractions",
                                 {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")
     if target.kind in "iu" and array.size:
