@@ -88,6 +88,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Rows allowed to wait per model version; beyond it requests get 429 `overloaded`."),
     Setting("REQUEST_TIMEOUT", _non_negative_float, 30.0,
             "Seconds a request may wait to run before it is dropped with 504 (0 disables)."),
+    Setting("LOADING_WAIT", _non_negative_float, 30.0,
+            "Seconds a request for a version that is still LOADING waits for it before 503."),
     Setting("STRICT_READINESS", _bool, True,
             "When true, a FAILED model version keeps `/health/ready` at 503."),
     Setting("TF_INTRA_OP_THREADS", _non_negative_int, 1,

@@ -80,8 +80,14 @@ def _json_error(body: bytes, exc: Exception) -> errors.ServingError:
     def reject_constant(name: str) -> None:
         raise errors.InvalidTensor(f"{name} is not a number JSON allows; send finite numbers",
                                    {"value": name}, code="non_finite_value")
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            reject_constant(text)
+        return value
+
     try:
-        json.loads(body, parse_constant=reject_constant)
+        json.loads(body, parse_constant=reject_constant, parse_float=finite_float)
     except errors.ServingError as constant_error:
         return constant_error
     except (ValueError, UnicodeDecodeError):
@@ -99,16 +105,24 @@ def error_style() -> str:
     return "native"
 
 
+# TF Serving (/v1) and V2 (/v2) clients expect invalid arguments as 400 (gRPC INVALID_ARGUMENT):
+# shape/dtype mismatches (422), too many rows and media-type problems become 400 there.
+# 404, 405, 413 (body over the byte limit), 429, 503, 504 and 500 keep their status.
+PROTOCOL_STATUS = {422: 400, 415: 400}
+
+
 def error_response(error: errors.ServingError) -> Response:
     """The one mapping from a ServingError to an HTTP response."""
     headers = {}
     if isinstance(error, errors.Overloaded):
         headers["Retry-After"] = str(error.retry_after)
+    status = error.status
     if error_style() == "native":
         payload: dict[str, Any] = error.to_dict()
     else:
         payload = {"error": error.message}
-    return json_response(payload, status=error.status, headers=headers)
+        status = 400 if isinstance(error, errors.TooManyRows) else PROTOCOL_STATUS.get(status, status)
+    return json_response(payload, status=status, headers=headers)
 
 
 def http_error(exc: HTTPException) -> errors.ServingError:
