@@ -103,3 +103,121 @@ def build_repository(root: Path) -> Path:
     dense(root / "versioned" / "2" / "model.keras", seed=12)
     corrupt(root / "corrupt.h5")
     return root
+
+
+# --- legacy files for the loader tests (tf_keras saves Keras 2 HDF5; h5py edits it to older layouts) ---
+
+def strip_modules(node):
+    """Drop the `module`/`registered_name`/`build_config` keys Keras >= 2.13 adds (the Keras 2.2 layout)."""
+    if isinstance(node, dict):
+        return {k: strip_modules(v) for k, v in node.items() if k not in ("module", "registered_name", "build_config")}
+    if isinstance(node, list):
+        return [strip_modules(v) for v in node]
+    return node
+
+
+def edit_h5(path: Path, edit=None, keras_version: str | None = "2.2.4", backend: str | None = "tensorflow") -> Path:
+    """Rewrite an HDF5 model's config with `edit(config) -> config` and set its version attributes."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        if edit is not None:
+            handle.attrs["model_config"] = json.dumps(edit(config))
+        for group in (handle, handle["model_weights"]):
+            for key, value in (("keras_version", keras_version), ("backend", backend)):
+                if value is None and key in group.attrs:
+                    del group.attrs[key]
+                elif value is not None:
+                    group.attrs[key] = value
+    return path
+
+
+def legacy_h5(path: Path, build, edit=None, keras_version: str | None = "2.2.4", backend: str | None = "tensorflow",
+              low: int | None = None) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
+    """Save `build(tf_keras)` as HDF5, edit it to an older layout; (path, inputs, tf_keras outputs)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(7)
+    model = build(tf_keras)
+    rng = np.random.default_rng(0)
+    inputs = [rng.integers(0, low, (3, *t.shape[1:])).astype("float32") if low else
+              rng.standard_normal((3, *t.shape[1:])).astype("float32") for t in model.inputs]
+    outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    edit_h5(path, edit, keras_version, backend)
+    return path, inputs, outputs
+
+
+def weights_only_h5(path: Path) -> Path:
+    """A file written by `save_weights`: weights, no architecture."""
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(path)
+    return path
+
+
+def pickle_h5(path: Path) -> Path:
+    """A Python pickle under a .h5 name."""
+    import pickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    return path
+
+
+def truncated_h5(path: Path) -> Path:
+    """A real HDF5 model cut in half."""
+    tf_keras_h5(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def lambda_h5(path: Path) -> Path:
+    """A Keras 2 HDF5 file with a Lambda layer (bytecode of this Python)."""
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.layers.Lambda(lambda x: x * 2.0, input_shape=(3,), name="double"),
+                                 tf_keras.layers.Dense(2)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+CUSTOM_LAYER_CODE = '''
+import keras
+
+
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+CUSTOM_OBJECTS = {"Scale": Scale}
+'''
+
+
+def custom_layer_keras(path: Path) -> Path:
+    """A Keras 3 file with a custom layer class `Scale`; its code is CUSTOM_LAYER_CODE (not saved)."""
+    namespace: dict = {}
+    exec(CUSTOM_LAYER_CODE, namespace)  # noqa: S102 - test code
+    scale = namespace["Scale"]
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, scale(3.0, name="scale")(inputs))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path

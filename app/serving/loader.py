@@ -1,12 +1,21 @@
 """The loader: turn a model file into a loaded Keras model and its signature.
 
-This is the only module that knows Keras file formats. Models are read with
-`compile=False` and Keras safe mode on unless the model's `serving.json` turns it off.
+This is the only module (with `app.serving.legacy`) that knows Keras file formats. Strategy:
+1. sniff the content (HDF5, Keras 3 zip, SavedModel, pickle, other) and read the stored config;
+2. refuse what must not run (Keras 1 Merge, Lambda layers in safe mode, foreign bytecode);
+3. Keras 3: a `.keras` zip natively; an HDF5 config after the named translation rules
+   of `app.serving.legacy.rules` (none fire for files Keras 3 reads natively), then the stored weights;
+4. the `tf_keras` package (legacy Keras 2) as the fallback for HDF5 files Keras 3 cannot build.
+Custom code comes only from the operator's `custom_objects.py` (trusted code, imported when present).
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import importlib.util
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +23,15 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from app.serving.legacy import build  # noqa: E402
+from app.serving.legacy.checks import Refused, check_config  # noqa: E402
+from app.serving.legacy.files import NotAModel, StoredModel, read_stored_model, sniff_format  # noqa: E402,F401
+from app.serving.legacy.rules import translate  # noqa: E402
 from app.serving.types import ModelSource, Signature, TensorSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+UNKNOWN_CLASS = re.compile(r"(?:Unknown layer|Could not locate class|Unknown object)[^']*'([^']+)'")
 
 
 class LoadFailure(Exception):
@@ -30,49 +45,92 @@ class LoadedModel:
     model: Any
     signature: Signature
     file_format: str  # "hdf5" or "keras_zip"
-    loaded_by: str  # "keras3" or "tf_keras"
+    loaded_by: str  # "keras3", "keras3+translated(rule,...)" or "tf_keras"
     keras_version: str | None = None
     backend: str | None = None
-
-
-def sniff_format(path: Path) -> str:
-    """The file's real format from its first bytes: hdf5, keras_zip, pickle or unknown."""
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"PK\x03\x04"):
-        return "keras_zip"
-    if head[:1] == b"\x80" and head[1:2] in {bytes([n]) for n in range(2, 6)}:
-        return "pickle"
-    return "unknown"
 
 
 def load_model_file(source: ModelSource) -> LoadedModel:
     """Load `source.path`; raise LoadFailure with a one-line reason when it cannot be served."""
     path = source.path
-    if path is None or not path.is_file():
+    if path is None or not path.exists():
         raise LoadFailure(f"model file {path} does not exist")
     try:
-        file_format = sniff_format(path)
-    except OSError as exc:
-        raise LoadFailure(f"cannot read {path.name}: {exc.strerror}") from None
-    if file_format == "pickle":
-        raise LoadFailure(f"{path.name} is a Python pickle, not a Keras file")
-    if file_format == "unknown":
-        raise LoadFailure(f"{path.name} is neither HDF5 nor a Keras 3 zip archive")
-    import keras
-
+        stored = read_stored_model(path)
+    except NotAModel as exc:
+        raise LoadFailure(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise LoadFailure(f"cannot read {path.name}: {_one_line(exc)}") from None
+    custom_objects = load_custom_objects(source.custom_objects_path)
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=source.safe_mode)
+        check_config(stored.model_config, source.safe_mode, stored.keras_version)
+    except Refused as exc:
+        raise LoadFailure(str(exc)) from None
+    model, loaded_by = _load(path, stored, custom_objects, source.safe_mode)
+    return LoadedModel(model=model, signature=describe_signature(model), file_format=stored.file_format,
+                       loaded_by=loaded_by, keras_version=stored.keras_version, backend=stored.backend)
+
+
+def _load(path: Path, stored: StoredModel, custom_objects: dict[str, Any], safe_mode: bool) -> tuple[Any, str]:
+    """Keras 3 (translated when needed), then tf_keras for HDF5; the model and the path that read it."""
+    if stored.file_format == "keras_zip":
+        try:
+            return build.keras3_from_zip(path, custom_objects, safe_mode), "keras3"
+        except Exception as exc:  # noqa: BLE001 - every cause becomes a reason
+            raise LoadFailure(_explain([exc])) from None
+    errors: list[BaseException] = []
+    config = copy.deepcopy(stored.model_config)
+    try:
+        fired = translate(config, stored.keras_version)
+        model = build.keras3_from_hdf5(path, config, custom_objects, safe_mode)
+        return model, f"keras3+translated({','.join(fired)})" if fired else "keras3"
+    except Exception as exc:  # noqa: BLE001 - fall back to tf_keras
+        log.info("%s: Keras 3 cannot build it (%s); trying tf_keras", path.name, _one_line(exc))
+        errors.append(exc)
+    try:
+        return build.tf_keras_from_hdf5(path, custom_objects, safe_mode), "tf_keras"
     except Exception as exc:  # noqa: BLE001 - every cause becomes a reason
-        raise LoadFailure(_one_line(exc)) from None
-    return LoadedModel(model=model, signature=describe_signature(model),
-                       file_format=file_format, loaded_by="keras3")
+        errors.append(exc)
+    raise LoadFailure(_explain(errors))
+
+
+def load_custom_objects(module_path: Path | None) -> dict[str, Any]:
+    """`CUSTOM_OBJECTS` from the operator's custom_objects.py (trusted code: it is imported and run)."""
+    if module_path is None or not module_path.is_file():
+        return {}
+    digest = hashlib.sha1(str(module_path.resolve()).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(f"serving_custom_objects_{digest}", module_path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the operator's code failed
+        raise LoadFailure(f"{module_path.name} failed to import: {_one_line(exc)}") from None
+    objects = getattr(module, "CUSTOM_OBJECTS", None)
+    if not isinstance(objects, dict):
+        raise LoadFailure(f"{module_path.name} must define CUSTOM_OBJECTS = {{'Name': class_or_function}}")
+    return dict(objects)
+
+
+def _explain(errors: list[BaseException]) -> str:
+    """One line naming the cause, the most specific error first."""
+    for exc in errors:
+        match = UNKNOWN_CLASS.search(str(exc))
+        if match:
+            name = match.group(1)
+            return (f"unknown layer class {name!r}: it is not part of Keras; place its code in "
+                    f"custom_objects.py next to the model (CUSTOM_OBJECTS = {{{name!r}: ...}})")
+    first = _one_line(errors[0])
+    if len(errors) == 1:
+        return first
+    return f"Keras 3 cannot load it ({first[:160]}); tf_keras neither ({_one_line(errors[-1])[:120]})"
 
 
 def describe_signature(model: Any) -> Signature:
-    """Input and output specs of a loaded Keras 3 model, in the model's call order."""
+    """Input and output specs of a loaded Keras 3 or tf_keras model, in the model's call order."""
+    if type(model).__module__.startswith("tf_keras"):
+        inputs = [_spec(name, t) for name, t in zip(_unique(list(model.input_names)), model.inputs)]
+        outputs = [_spec(name, t) for name, t in zip(_unique(list(model.output_names)), model.outputs)]
+        return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
     input_struct = getattr(model, "_inputs_struct", None)
     if isinstance(input_struct, dict):
         inputs = [_spec(key, tensor) for key, tensor in input_struct.items()]
