@@ -65,7 +65,7 @@ def instances_to_arrays(instances: Sequence[Any], signature: Signature, *, check
     if instances and all(isinstance(row, Mapping) for row in instances):
         columns: dict[str, list[Any]] = {}
         for index, row in enumerate(instances):
-            _check_names(row.keys(), names, where=f"instances[{index}]")
+            check_input_names(row.keys(), names, where=f"instances[{index}]")
             for name in names:
                 columns.setdefault(name, []).append(row[name])
         return {name: to_array(columns[name], name, check_bools=check_bools) for name in names}
@@ -80,7 +80,7 @@ def columns_to_arrays(inputs: Any, signature: Signature, *, check_bools: bool) -
     """Columnar format: one batch tensor, or an object from input name to batch tensor."""
     names = signature.input_names
     if isinstance(inputs, Mapping):
-        _check_names(inputs.keys(), names, where="inputs")
+        check_input_names(inputs.keys(), names, where="inputs")
         return {name: to_array(inputs[name], name, check_bools=check_bools) for name in names}
     if len(names) != 1:
         raise InputMismatch(
@@ -89,7 +89,8 @@ def columns_to_arrays(inputs: Any, signature: Signature, *, check_bools: bool) -
     return {names[0]: to_array(inputs, names[0], check_bools=check_bools)}
 
 
-def _check_names(given: Any, expected: Sequence[str], where: str) -> None:
+def check_input_names(given: Any, expected: Sequence[str], where: str) -> None:
+    """422 unknown_input / missing_input unless `given` names exactly the model's inputs."""
     given_set, expected_set = set(given), set(expected)
     unknown = sorted(given_set - expected_set)
     if unknown:
@@ -103,7 +104,8 @@ def _check_names(given: Any, expected: Sequence[str], where: str) -> None:
 
 
 def conform(arrays: Arrays, signature: Signature, max_rows: int) -> tuple[Arrays, int]:
-    """Check batch size, shape, dtype and finiteness; return arrays cast for the model and the row count."""
+    """Check names, batch size, shape, dtype and finiteness; return arrays cast for the model and the row count."""
+    check_input_names(arrays.keys(), signature.input_names, where="inputs")
     rows_by_input = {name: (array.shape[0] if array.ndim else 0) for name, array in arrays.items()}
     rows = max(rows_by_input.values(), default=0)
     if rows == 0:
@@ -126,6 +128,9 @@ def _conform_one(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
             f"input {spec.name!r} expects shape {_shape_text(expected)} but received {_shape_text(received)}",
             {"input": spec.name, "expected": expected, "received": received}, code="shape_mismatch")
     target = np.dtype(spec.dtype)
+    if array.dtype.kind == "b" and target.kind != "b":
+        raise InputMismatch(f"input {spec.name!r} takes {spec.dtype}, not booleans",
+                            {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")
     if target.kind in "iu" and array.dtype.kind == "f" and not np.array_equal(array, np.trunc(array)):
             raise InputMismatch(f"input {spec.name!r} takes integers ({spec.dtype}) but received fractions",
                                 {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")

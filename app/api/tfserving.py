@@ -1,0 +1,114 @@
+"""TensorFlow Serving's REST API (`/v1/models/...`): model status, metadata and predict.
+
+Follows TF Serving's `api_rest` documentation: row (`instances`) and columnar
+(`inputs`) requests, `predictions` / `outputs` answers, `{"error": "..."}` errors.
+A version is picked by number or, when omitted, the latest AVAILABLE one; version
+labels (`/labels/L`) belong to the lifecycle work and would resolve through `_version`.
+Inference goes through the one data plane (`app.api.dataplane.infer`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+
+from app import errors
+from app.api.dataplane import infer, resolve
+from app.api.native import as_columns, as_rows, registry
+from app.api.responses import json_response, read_json
+from app.serving.registry import ServableVersion
+from app.serving.tensors import columns_to_arrays, instances_to_arrays
+from app.serving.types import ModelState, TensorSpec
+
+bp = Blueprint("tfserving", __name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+# Our states in TF Serving's ModelVersionStatus.State words (a failed load ends as END with an error).
+STATES = {ModelState.LOADING: "LOADING", ModelState.AVAILABLE: "AVAILABLE",
+          ModelState.UNLOADING: "UNLOADING", ModelState.FAILED: "END"}
+DT_TYPES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "bfloat16": "DT_BFLOAT16",
+            "int8": "DT_INT8", "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64",
+            "uint8": "DT_UINT8", "uint16": "DT_UINT16", "uint32": "DT_UINT32", "uint64": "DT_UINT64",
+            "bool": "DT_BOOL", "string": "DT_STRING"}
+
+
+@bp.get("/v1/models/<name>")
+@bp.get("/v1/models/<name>/versions/<int:version>")
+def model_status(name: str, version: int | None = None) -> Response:
+    """GetModelStatus: every version's state (or one version's), with error_code/error_message."""
+    reg = registry()
+    versions = reg.model_versions(name) if version is None else [reg.get(name, version)]
+    return json_response({"model_version_status": [version_status(v) for v in versions]})
+
+
+@bp.get("/v1/models/<name>/metadata")
+@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
+def model_metadata(name: str, version: int | None = None) -> Response:
+    """GetModelMetadata: the `serving_default` signature_def of the (latest available) version."""
+    servable = _version(name, version)
+    return json_response({
+        "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+        "metadata": {"signature_def": {"signature_def": {DEFAULT_SIGNATURE: signature_def(servable)}}}})
+
+
+@bp.post("/v1/models/<name>:predict")
+@bp.post("/v1/models/<name>/versions/<int:version>:predict")
+def predict(name: str, version: int | None = None) -> Response:
+    """Predict: `instances` answer `predictions`, `inputs` answer `outputs`."""
+    data, check_bools = read_json(require_content_type=False)  # curl -d sends form-urlencoded
+    rows = _check_envelope(data)
+    servable = _version(name, version)
+    assert servable.signature is not None
+    if rows:
+        arrays = instances_to_arrays(data["instances"], servable.signature, check_bools=check_bools)
+    else:
+        arrays = columns_to_arrays(data["inputs"], servable.signature, check_bools=check_bools)
+    result = infer(servable, arrays, current_app.config["MAX_REQUEST_ROWS"])
+    if rows:
+        return json_response({"predictions": as_rows(result.outputs)})
+    return json_response({"outputs": as_columns(result.outputs)})
+
+
+def _version(name: str, version: int | None) -> ServableVersion:
+    """The AVAILABLE servable a /v1 request names (404 unknown, 503 not available)."""
+    return resolve(registry(), name, version)
+
+
+def _check_envelope(data: Any) -> bool:
+    """True for row format, False for columnar; 400 for anything TF Serving would reject."""
+    if not isinstance(data, dict):
+        raise errors.InvalidRequest("the request body must be a JSON object")
+    signature = data.get("signature_name")
+    if signature not in (None, "", DEFAULT_SIGNATURE):
+        raise errors.InvalidRequest(f"Serving signature name: {signature!r} not found in signature def; "
+                                    f"Keras models have only {DEFAULT_SIGNATURE!r}")
+    given = [key for key in ("instances", "inputs") if key in data]
+    if len(given) != 1:
+        raise errors.InvalidRequest("send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    if given == ["instances"] and not isinstance(data["instances"], list):
+        raise errors.InvalidRequest("'instances' must be a list with one entry per example")
+    return given == ["instances"]
+
+
+def version_status(servable: ServableVersion) -> dict[str, Any]:
+    """One ModelVersionStatus: version as a string, state, and status error_code/error_message."""
+    failed = servable.state is ModelState.FAILED
+    return {"version": str(servable.version), "state": STATES[servable.state],
+            "status": {"error_code": "UNKNOWN" if failed else "OK",
+                       "error_message": (servable.error or "") if failed else ""}}
+
+
+def signature_def(servable: ServableVersion) -> dict[str, Any]:
+    """The predict SignatureDef of a Keras model, as TF Serving renders it in JSON."""
+    assert servable.signature is not None
+    inputs = {spec.name: _tensor_info(spec, f"serving_default_{spec.name}:0") for spec in servable.signature.inputs}
+    outputs = {spec.name: _tensor_info(spec, f"StatefulPartitionedCall:{index}")
+               for index, spec in enumerate(servable.signature.outputs)}
+    return {"inputs": inputs, "outputs": outputs, "method_name": PREDICT_METHOD, "defaults": {}}
+
+
+def _tensor_info(spec: TensorSpec, tensor_name: str) -> dict[str, Any]:
+    dims = [{"size": str(-1 if dim is None else dim), "name": ""} for dim in spec.shape]
+    return {"dtype": DT_TYPES.get(spec.dtype, "DT_INVALID"), "tensor_shape": {"dim": dims, "unknown_rank": False},
+            "name": tensor_name}
