@@ -28,16 +28,20 @@ def server(model_repo):
 
 
 def test_readme_curl_examples_work_against_the_demo_model():
+    """Every one-line `curl ... localhost:8000` in the README answers JSON with the status it documents."""
     readme = (ROOT / "README.md").read_text()
     commands = [c for c in re.findall(r"^(curl .+?)$", readme, flags=re.M) if "localhost:8000" in c]
-    assert len(commands) >= 4, "the README shows curl examples for the endpoints"
+    assert len(commands) >= 10, "the README shows curl examples for every endpoint"
     with running_server(ROOT / "models") as base:
         port = base.rsplit(":", 1)[1]
         for command in commands:
-            args = shlex.split(command.replace("localhost:8000", f"127.0.0.1:{port}"))
-            result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            expected = re.search(r"#.*?\b([1-5][0-9][0-9])\b", command)
+            args = shlex.split(command.replace("localhost:8000", f"127.0.0.1:{port}"), comments=True)
+            result = subprocess.run([*args, "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=30)
+            body, _, status = result.stdout.rpartition("\n")
             assert result.returncode == 0, (command, result.stderr)
-            assert result.stdout.strip().startswith("{"), (command, result.stdout)
+            assert status == (expected.group(1) if expected else "200"), (command, status, body)
+            assert body.strip()[:1] in ("{", "["), (command, body)
         prediction = requests.post(f"{base}/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).json()
         assert np.argmax(prediction["predictions"][0]) == 0  # setosa
 
