@@ -1,22 +1,38 @@
-"""Batching attached to a loaded model version.
+"""Dynamic batching for one model version: queue, merge concurrent requests, run once, split.
 
-PLACEHOLDER until the dynamic batcher lands: runs each request on the caller's
-thread, split into chunks of at most `max_batch_size` rows.
 Interface the rest of the server relies on:
 - `Batcher(run, settings)`; `submit(inputs, rows) -> outputs` (blocking; raises ServingError);
-- `stats() -> dict` (JSON-ready counters); `close()` (fail or finish every queued request).
+- `stats() -> dict` (JSON-ready counters); `close()` (finish or fail every queued request).
+
+Rule (see docs/performance.md): a request that finds the model idle, the queue empty
+and no recent concurrency runs at once on its own thread (no hand-off, no delay). Otherwise
+it queues; one worker thread takes the oldest, waits for more only while fewer requests
+are queued than were recently in flight at once (never past `max_batch_delay_ms` after the
+oldest, never beyond `max_batch_size` rows), concatenates, runs once and splits the rows.
 """
 from __future__ import annotations
 
+import _thread
+import copy
+import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
+from app import errors
+from app.serving.batch_stats import BatchStats
 from app.serving.types import BatchingSettings
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays], Arrays]
+HINT_DECAY = 0.9  # per arrival: ~20 lone requests after a burst of 16, the batcher stops waiting for company
+CLOSE_GRACE_S = 10.0  # how long close() lets the worker drain before failing what is left
+QUEUED, TAKEN, DONE = 0, 1, 2
 
 
 def run_in_chunks(run: RunFn, inputs: Arrays, rows: int, max_batch_size: int) -> Arrays:
@@ -28,26 +44,233 @@ def run_in_chunks(run: RunFn, inputs: Arrays, rows: int, max_batch_size: int) ->
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-class Batcher:
-    """Serialises calls to one model version (placeholder for the dynamic batcher)."""
+class _Pending:
+    """One queued request: inputs, deadline, and a lock released when its answer is set."""
 
-    def __init__(self, run: RunFn, settings: BatchingSettings):
+    __slots__ = ("inputs", "rows", "enqueued", "deadline", "state", "outputs", "error", "done")
+
+    def __init__(self, inputs: Arrays, rows: int, now: float, timeout: float):
+        self.inputs, self.rows, self.enqueued = inputs, rows, now
+        self.deadline = now + timeout if timeout > 0 else None
+        self.state = QUEUED
+        self.outputs: Arrays | None = None
+        self.error: errors.ServingError | None = None
+        self.done = _thread.allocate_lock()
+        self.done.acquire()  # released once: outputs or error are set
+
+
+class Batcher:
+    """Merges concurrent requests to one model version into shared forward passes."""
+
+    def __init__(self, run: RunFn, settings: BatchingSettings, *, name: str = "model"):
         self._run = run
         self.settings = settings
-        self._lock = threading.Lock()
-        self._requests = 0
-        self._rows = 0
+        self._delay = settings.max_batch_delay_ms / 1000.0
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._busy = False          # a forward pass is running (worker or inline)
+        self._closed = False
+        self._worker_waiting = False
+        self._inflight = 0          # requests inside submit(): queued or running
+        self._level = 0.0           # decaying maximum of `_inflight` seen by arrivals
+        self._stats = BatchStats()
+        self._worker = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
 
+    # -- callers ---------------------------------------------------------------
     def submit(self, inputs: Arrays, rows: int) -> Arrays:
-        """Run one validated request and return its own outputs."""
-        with self._lock:
-            self._requests += 1
-            self._rows += rows
-            return run_in_chunks(self._run, inputs, rows, self.settings.max_batch_size)
+        """Run one validated request (alone or merged with others) and return its own outputs."""
+        now = time.perf_counter()
+        with self._cond:
+            if self._closed:
+                raise errors.ModelNotAvailable("the model version is unloading", {"state": "UNLOADING"})
+            self._inflight += 1
+            self._level = max(self._level * HINT_DECAY, float(self._inflight))
+            inline = not self._busy and not self._queue and self._hint() <= 1
+            if inline:
+                self._busy = True
+            else:
+                limit = self.settings.max_queue_rows
+                if self._queued_rows and self._queued_rows + rows > limit:
+                    self._inflight -= 1
+                    self._stats.overloaded += 1
+                    raise errors.Overloaded(f"the queue holds {self._queued_rows} rows (limit {limit}); retry later",
+                                            {"queued_rows": self._queued_rows, "max_queue_rows": limit},
+                                            retry_after=1)
+                pending = _Pending(inputs, rows, now, self.settings.request_timeout)
+                self._queue.append(pending)
+                self._queued_rows += rows
+                if self._worker_waiting:
+                    self._cond.notify()
+        if inline:
+            return self._run_inline(inputs, rows, now)
+        return self._await(pending)
 
+    def _run_inline(self, inputs: Arrays, rows: int, now: float) -> Arrays:
+        """Nothing to batch with: run on the caller's thread, then wake the worker if others queued."""
+        try:
+            outputs = run_in_chunks(self._run, inputs, rows, self.settings.max_batch_size)
+        except Exception as exc:  # noqa: BLE001 - becomes this request's error
+            error = self._model_error(exc, 1)
+        else:
+            error = None
+        with self._cond:
+            self._busy = False
+            self._inflight -= 1
+            self._stats.record_batch((0.0,), rows, inline=True)
+            self._stats.errors += error is not None
+            if (self._queue or self._closed) and self._worker_waiting:
+                self._cond.notify()
+        if error is not None:
+            raise error
+        return outputs
+
+    def _await(self, pending: _Pending) -> Arrays:
+        """Block until the worker answers, or drop the request from the queue at its deadline."""
+        if pending.deadline is None:
+            pending.done.acquire()
+        elif not pending.done.acquire(timeout=max(pending.deadline - time.perf_counter(), 0.0)):
+            with self._cond:
+                if pending.state == QUEUED:
+                    self._expire(pending)
+            pending.done.acquire()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outputs is not None
+        return pending.outputs
+
+    # -- worker ----------------------------------------------------------------
+    def _loop(self) -> None:
+        """Take batches off the queue and run them until closed and drained."""
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._busy = True
+            failed = self._execute(batch)
+            with self._cond:
+                self._busy = False
+                self._inflight -= len(batch)
+                self._stats.errors += failed
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """(Lock held.) Wait for work, optionally for company, and take up to max_batch_size rows."""
+        while True:
+            self._worker_waiting = True
+            while self._busy or (not self._queue and not self._closed):
+                self._cond.wait()
+            if not self._queue:
+                self._worker_waiting = False
+                return None
+            self._expire_due(time.perf_counter())
+            if not self._queue:
+                continue
+            self._wait_for_company()
+            self._worker_waiting = False
+            self._expire_due(time.perf_counter())
+            if self._queue:
+                return self._take()
+
+    def _wait_for_company(self) -> None:
+        """(Lock held.) Hold the oldest request while more are expected and time allows."""
+        until = self._queue[0].enqueued + self._delay
+        limit = self.settings.max_batch_size
+        while not self._closed and self._queued_rows < limit and len(self._queue) < self._hint():
+            remaining = until - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    def _take(self) -> list[_Pending]:
+        """(Lock held.) Pop the oldest requests that fit in one forward pass (an oversized one goes alone)."""
+        batch = [self._queue.popleft()]
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= self.settings.max_batch_size:
+            rows += self._queue[0].rows
+            batch.append(self._queue.popleft())
+        self._queued_rows -= rows
+        now = time.perf_counter()
+        for pending in batch:
+            pending.state = TAKEN
+        self._stats.record_batch([now - p.enqueued for p in batch], rows)
+        return batch
+
+    def _execute(self, batch: list[_Pending]) -> int:
+        """Run one batch and hand each request its own rows (or the batch's error); return failures."""
+        try:
+            if len(batch) == 1:
+                only = batch[0]
+                results = [run_in_chunks(self._run, only.inputs, only.rows, self.settings.max_batch_size)]
+            else:
+                merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+                outputs = self._run(merged)
+                results, start = [], 0
+                for pending in batch:
+                    results.append({k: v[start:start + pending.rows] for k, v in outputs.items()})
+                    start += pending.rows
+        except Exception as exc:  # noqa: BLE001 - every request of this batch, and no other, fails
+            error = self._model_error(exc, len(batch))
+            for pending in batch:
+                self._finish(pending, None, copy.copy(error))  # one instance per request thread
+            return len(batch)
+        for pending, outputs in zip(batch, results):
+            self._finish(pending, outputs, None)
+        return 0
+
+    # -- helpers ---------------------------------------------------------------
+    def _hint(self) -> int:
+        """(Lock held.) How many requests were recently in flight at once (1 at a single client)."""
+        return int(self._level + 0.5)
+
+    def _expire_due(self, now: float) -> None:
+        """(Lock held.) Drop queued requests whose deadline has passed."""
+        for pending in [p for p in self._queue if p.deadline is not None and p.deadline <= now]:
+            self._expire(pending)
+
+    def _expire(self, pending: _Pending) -> None:
+        """(Lock held.) Remove a still-queued request and answer it with 504."""
+        self._queue.remove(pending)
+        self._queued_rows -= pending.rows
+        self._stats.deadline += 1
+        self._inflight -= 1
+        timeout = self.settings.request_timeout
+        self._finish(pending, None, errors.DeadlineExceeded(
+            f"the request waited {timeout:g}s in the queue without running", {"request_timeout": timeout}))
+
+    @staticmethod
+    def _finish(pending: _Pending, outputs: Arrays | None, error: errors.ServingError | None) -> None:
+        """Set a request's answer once and wake its caller."""
+        if pending.state == DONE:
+            return
+        pending.outputs, pending.error, pending.state = outputs, error, DONE
+        pending.done.release()
+
+    def _model_error(self, exc: Exception, requests: int) -> errors.ServingError:
+        """The error each request of a failed batch receives (logged once, with the traceback)."""
+        if isinstance(exc, errors.ServingError):
+            return exc
+        log.error("forward pass failed for a batch of %d request(s)", requests, exc_info=exc)
+        return errors.InternalError(f"the model failed on this batch: {type(exc).__name__}",
+                                    {"exception": type(exc).__name__})
+
+    # -- reporting and shutdown -----------------------------------------------------
     def stats(self) -> dict:
-        """Counters for `GET /models/NAME`."""
-        return {"requests": self._requests, "rows": self._rows}
+        """Counters for `GET /models/NAME` (and later a Prometheus endpoint)."""
+        with self._cond:
+            return self._stats.snapshot(queued_requests=len(self._queue), queued_rows=self._queued_rows)
 
-    def close(self) -> None:
-        """Nothing is queued in the placeholder."""
+    def close(self, timeout: float = CLOSE_GRACE_S) -> None:
+        """Refuse new requests, let the worker run what is queued, then fail anything left."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join(timeout)
+        with self._cond:
+            while self._queue:
+                pending = self._queue.popleft()
+                self._queued_rows -= pending.rows
+                self._inflight -= 1
+                self._finish(pending, None, errors.ModelNotAvailable(
+                    "the model version was unloaded before the request ran", {"state": "UNLOADING"}))

@@ -1,0 +1,85 @@
+"""Counters of one batcher: requests, rows, batches, batch-size and queue-time histograms, rejections.
+
+Histogram buckets are upper bounds (`le`, Prometheus style) with non-cumulative counts;
+the caller holds the batcher's lock around every method.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+BATCH_SIZE_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+QUEUE_MS_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
+                                      10000)
+RECENT_SAMPLES = 2048  # queue times kept for the p50/p99 estimate
+
+
+class BatchStats:
+    """Plain counters; `snapshot()` makes them JSON-ready."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.rows = 0
+        self.batches = 0
+        self.inline_batches = 0
+        self.errors = 0
+        self.overloaded = 0
+        self.deadline = 0
+        self.batch_size_counts = [0] * (len(BATCH_SIZE_BOUNDS) + 1)
+        self.batch_request_counts: dict[int, int] = {}
+        self.queue_ms_counts = [0] * (len(QUEUE_MS_BOUNDS) + 1)
+        self.queue_ms_sum = 0.0
+        self.recent_queue_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
+
+    def record_batch(self, queue_seconds: Sequence[float], rows: int, *, inline: bool = False) -> None:
+        """One forward pass of `len(queue_seconds)` requests and `rows` rows."""
+        self.batches += 1
+        self.inline_batches += inline
+        self.requests += len(queue_seconds)
+        self.rows += rows
+        self.batch_size_counts[bisect.bisect_left(BATCH_SIZE_BOUNDS, rows)] += 1
+        self.batch_request_counts[len(queue_seconds)] = self.batch_request_counts.get(len(queue_seconds), 0) + 1
+        for seconds in queue_seconds:
+            ms = seconds * 1000.0
+            self.queue_ms_counts[bisect.bisect_left(QUEUE_MS_BOUNDS, ms)] += 1
+            self.queue_ms_sum += ms
+            self.recent_queue_ms.append(ms)
+
+    def snapshot(self, **current: Any) -> dict[str, Any]:
+        """Everything as a JSON-ready dict (`current` adds gauges such as the queue length)."""
+        recent = sorted(self.recent_queue_ms)
+        return {
+            "requests": self.requests,
+            "rows": self.rows,
+            "batches": self.batches,
+            "inline_batches": self.inline_batches,
+            "mean_batch_rows": round(self.rows / self.batches, 3) if self.batches else 0.0,
+            "mean_batch_requests": round(self.requests / self.batches, 3) if self.batches else 0.0,
+            "batch_rows_histogram": _histogram(BATCH_SIZE_BOUNDS, self.batch_size_counts),
+            "batch_requests": {str(k): v for k, v in sorted(self.batch_request_counts.items())},
+            "queue_ms": {
+                "count": self.requests,
+                "sum": round(self.queue_ms_sum, 3),
+                "mean": round(self.queue_ms_sum / self.requests, 3) if self.requests else 0.0,
+                "p50_recent": _percentile(recent, 0.50),
+                "p99_recent": _percentile(recent, 0.99),
+                "histogram": _histogram(QUEUE_MS_BOUNDS, self.queue_ms_counts),
+            },
+            "rejected": {"overloaded": self.overloaded, "deadline_exceeded": self.deadline},
+            "errors": self.errors,
+            **current,
+        }
+
+
+def _histogram(bounds: Sequence[float], counts: Sequence[int]) -> list[dict[str, Any]]:
+    """[{"le": bound, "count": n}, ..., {"le": "+Inf", "count": n}] with non-cumulative counts."""
+    return [{"le": bound, "count": count} for bound, count in zip([*bounds, "+Inf"], counts)]
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted samples (nearest rank), 0.0 when there are none."""
+    if not ordered:
+        return 0.0
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)

@@ -1,0 +1,127 @@
+"""The bench's table, targets (PASS/FAIL), JSON results and PNG chart."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def table(rows: list[Row]) -> str:
+    """One fixed-width table of every wrk run."""
+    head = (f"{'server':9} {'scenario':9} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+            f"{'non-2xx':>8} {'sock err':>8} {'RSS MB':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['server']:9} {r['scenario']:9} {r['connections']:>5} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} "
+                     f"{r['p90_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx']:>8} {sum(r['socket_errors'].values()):>8} "
+                     f"{r['rss_mb']:>7.0f}")
+    return "\n".join(lines)
+
+
+def find(rows: list[Row], server: str, scenario: str, conns: int) -> Row | None:
+    """The run of `server` on `scenario` at `conns` connections, if it ran."""
+    return next((r for r in rows if (r["server"], r["scenario"], r["connections"]) == (server, scenario, conns)), None)
+
+
+def targets(rows: list[Row], overload: Row | None) -> list[tuple[str, bool | None, str]]:
+    """(target, passed or None when not measured, the numbers behind it) for each issue-3 target."""
+    out: list[tuple[str, bool | None, str]] = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        out.append((name, ok, detail))
+
+    svc, ceil, tut = (find(rows, s, "mlp-1", 32) for s in ("service", "ceiling", "tutorial"))
+    if svc and ceil:
+        add("32 conns, MLP 1-row: >= 0.7x ceiling req/s", svc["rps"] >= 0.7 * ceil["rps"],
+            f"{svc['rps']:.0f} vs {ceil['rps']:.0f} = {svc['rps'] / ceil['rps']:.2f}x")
+        add("32 conns, MLP 1-row: p99 <= 50 ms", svc["p99_ms"] <= 50, f"p99 {svc['p99_ms']:.1f} ms")
+        add("32 conns, MLP 1-row: zero non-2xx", svc["non_2xx"] == 0 and not any(svc["socket_errors"].values()),
+            f"non-2xx {svc['non_2xx']}, socket errors {svc['socket_errors']}")
+    if svc and tut:
+        ratio = svc["rps"] / tut["rps"] if tut["rps"] else float("inf")
+        add("32 conns, MLP 1-row: >= 50x tutorial req/s", ratio >= 50,
+            f"{svc['rps']:.0f} vs {tut['rps']:.0f} = {ratio:.0f}x")
+    for scenario in ("mlp-1", "mlp-32", "cnn-1"):
+        s1, c1 = find(rows, "service", scenario, 1), find(rows, "ceiling", scenario, 1)
+        if s1 and c1:
+            add(f"1 conn, {scenario}: p50 <= ceiling p50 + 1 ms", s1["p50_ms"] <= c1["p50_ms"] + 1.0,
+                f"p50 {s1['p50_ms']:.2f} vs ceiling {c1['p50_ms']:.2f} ms")
+    s8, c8 = find(rows, "service", "mlp-32", 8), find(rows, "ceiling", "mlp-32", 8)
+    if s8 and c8:
+        add("8 conns, MLP 32-row: >= 0.6x ceiling req/s", s8["rps"] >= 0.6 * c8["rps"],
+            f"{s8['rps']:.0f} vs {c8['rps']:.0f} = {s8['rps'] / c8['rps']:.2f}x")
+    if overload:
+        statuses = set(overload["statuses"]) - {"200", "429"}
+        errors = sum(overload["socket_errors"].values())
+        add("overload (64 queue rows, 256 conns): only 200/429, no socket errors", not statuses and errors == 0,
+            f"statuses {overload['statuses']}, socket errors {overload['socket_errors']}")
+        ok_p99 = overload.get("ok_p99_ms")
+        add("overload: p99 of the 200s <= 100 ms", ok_p99 is not None and ok_p99 <= 100, f"200s' p99 {ok_p99} ms")
+    return out
+
+
+def targets_text(results: list[tuple[str, bool | None, str]]) -> str:
+    """PASS/FAIL lines."""
+    return "\n".join(f"{'PASS' if ok else 'FAIL' if ok is False else 'N/A '}  {name}  ({detail})"
+                     for name, ok, detail in results)
+
+
+def machine() -> dict[str, Any]:
+    """What the bench ran on."""
+    import contextlib
+    import os
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+
+
+def write_json(folder: Path, name: str, payload: Any) -> Path:
+    """Write `payload` as `folder/name.json`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    return path
+
+
+def chart(rows: list[Row], path: Path) -> Path:
+    """Throughput and p99 against connections, one line per server and scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    scenarios = sorted({r["scenario"] for r in rows})
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(5 * len(scenarios), 8), squeeze=False)
+    for col, scenario in enumerate(scenarios):
+        for server in ("service", "ceiling", "tutorial"):
+            points = sorted((r["connections"], r["rps"], r["p99_ms"]) for r in rows
+                            if r["server"] == server and r["scenario"] == scenario)
+            if not points:
+                continue
+            conns = [p[0] for p in points]
+            axes[0][col].plot(conns, [p[1] for p in points], marker="o", label=server)
+            axes[1][col].plot(conns, [p[2] for p in points], marker="o", label=server)
+        axes[0][col].set_title(f"{scenario}: throughput")
+        axes[0][col].set_ylabel("req/s")
+        axes[1][col].set_title(f"{scenario}: p99 latency")
+        axes[1][col].set_ylabel("ms")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({r["connections"] for r in rows}))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_yscale("log")
+            ax.set_xlabel("connections")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
