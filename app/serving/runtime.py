@@ -57,21 +57,32 @@ class CompiledModel:
                 return tensors[0]
             return list(tensors)
 
-        def forward(*tensors: Any) -> Any:
-            return model(structure(tensors), training=False)
+        output_names = self.signature.output_names
 
-        # The concrete function skips tf.function's per-call dispatch (~240 -> ~95 us a call).
-        self._function = tf.function(forward, input_signature=specs, autograph=False).get_concrete_function()
-        self._output_names = self.signature.output_names
+        def forward(*tensors: Any) -> list[Any]:
+            result = model(structure(tensors), training=False)
+            if isinstance(result, dict):
+                return [result[name] for name in output_names]
+            return list(result) if isinstance(result, (list, tuple)) else [result]
+
+        concrete = tf.function(forward, input_signature=specs, autograph=False).get_concrete_function()
+        self._output_names = output_names
+        self._dtypes = [tf.as_dtype(spec.dtype) for spec in self.signature.inputs]
+        # Calling the concrete function's flat entry point skips tf.function's dispatch and
+        # argument canonicalisation (about 240 us -> 50 us a call here); the public call is
+        # the fallback should a TensorFlow upgrade rename it.
+        flat_call = getattr(concrete, "_call_flat", None)
+        captured = concrete.captured_inputs
+        if flat_call is not None:
+            self._call = lambda tensors: flat_call(tensors, captured)
+        else:
+            self._call = lambda tensors: concrete(*tensors)
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one forward pass over arrays already cast and shaped for the signature."""
-        args = [inputs[name] for name in self.signature.input_names]
-        result = self._function(*args)
-        if isinstance(result, dict):
-            return {name: result[name].numpy() for name in self._output_names}
-        if not isinstance(result, (list, tuple)):
-            result = [result]
+        tensors = [tf.constant(inputs[name], dtype=dtype)
+                   for name, dtype in zip(self.signature.input_names, self._dtypes)]
+        result = self._call(tensors)
         return {name: tensor.numpy() for name, tensor in zip(self._output_names, result)}
 
 
