@@ -17,19 +17,16 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import children  # noqa: E402
 from tests.support import free_port, gunicorn_command  # noqa: E402
 
 
-def rss_mb(pid: int) -> float:
+def process_rss_mb(pid: int) -> float:
+    """RSS of one process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+            return round(int(line.split()[1]) / 1024, 1)
     return 0.0
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def measure(model_dir: Path) -> dict:
@@ -57,8 +54,8 @@ def measure(model_dir: Path) -> dict:
             "model_dir": str(model_dir),
             "seconds_to_live": round(live or -1, 2),
             "seconds_to_ready": round(ready or -1, 2),
-            "master_rss_mb": round(rss_mb(proc.pid), 1),
-            "worker_rss_mb": [round(rss_mb(pid), 1) for pid in workers],
+            "master_rss_mb": process_rss_mb(proc.pid),
+            "worker_rss_mb": [process_rss_mb(pid) for pid in workers],
         }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
