@@ -4,7 +4,7 @@ Interface the rest of the server relies on:
 - `Batcher(run, settings)`; `submit(inputs, rows) -> outputs` (blocking; raises ServingError);
 - `stats() -> dict` (JSON-ready counters); `close()` (finish or fail every queued request).
 
-Rule (see docs/performance.md): a request that finds the model idle, the queue empty
+Rule (README, "How dynamic batching works"): a request that finds the model idle, the queue empty
 and no recent concurrency runs at once on its own thread (no hand-off, no delay). Otherwise
 it queues; one worker thread takes the oldest, waits for more only while fewer requests
 are queued than were recently in flight at once (never past `max_batch_delay_ms` after the
