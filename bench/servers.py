@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +11,10 @@ from pathlib import Path
 
 import requests
 
+from tests.support import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn"]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def command(kind: str, port: int) -> list[str]:
@@ -52,13 +45,7 @@ def serve(kind: str, model_dir: Path, log_dir: Path, env: dict[str, str] | None 
         _wait_ready(base, proc, ready_timeout, log_path, workers=workers)
         yield base, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, timeout: float, log_path: Path, workers: int) -> None:

@@ -49,13 +49,18 @@ def running_server(model_dir: Path, env: dict[str, str] | None = None, *, ready_
             _wait(base, proc, ready_timeout, "/health/ready" if wait_ready else "/health", log_path)
             yield base
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM the server's process group (graceful), SIGKILL it if it has not exited in time."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _wait(base: str, proc: subprocess.Popen, timeout: float, path: str, log_path: Path) -> None:
