@@ -40,7 +40,7 @@ def request_body() -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise errors.PayloadTooLarge(f"the body of {request.content_length} bytes exceeds the limit of {limit}",
                                      {"limit": limit})
-    raw = request.get_data(cache=True)
+    raw = _read_body()
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding in ("", "identity"):
         return raw
@@ -56,6 +56,19 @@ def request_body() -> bytes:
     if len(body) > limit or decompressor.unconsumed_tail:
         raise errors.PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes", {"limit": limit})
     return body
+
+
+def _read_body() -> bytes:
+    """The body in one read when its length is known: reading a large body in 64 KiB steps made
+    the server copy what it had read ahead on every step (about 2 ms for 1 MB)."""
+    if "raw_body" in g:
+        return g.raw_body
+    length = request.content_length
+    if length is not None and request.headers.get("Transfer-Encoding") is None:
+        g.raw_body = request.environ["wsgi.input"].read(length)
+    else:
+        g.raw_body = request.get_data(cache=True)
+    return g.raw_body
 
 
 def parse_json(body: bytes) -> tuple[Any, bool]:

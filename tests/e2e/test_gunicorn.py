@@ -85,6 +85,13 @@ def test_oversized_body_is_refused_from_content_length_before_it_is_sent(server)
     assert '"payload_too_large"' in reply
 
 
+def test_a_chunked_body_without_content_length_is_read(server):
+    chunks = iter([b'{"model": "dense", ', b'"instances": [[1, 2, 3, 4]]}'])
+    response = requests.post(f"{server}/predict", data=chunks, headers={"Content-Type": "application/json"})
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+
+
 def test_errors_keep_the_server_up_and_answer_json(server):
     bad = ["{", "[]", '{"model": "dense", "instances": [[1, 2]]}', '{"model": "corrupt", "instances": [[1]]}']
     for body in bad * 5:
