@@ -17,7 +17,10 @@ from app import errors
 log = logging.getLogger(__name__)
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-_BOOL_TOKENS = (b"true", b"false")
+# Bytes that JSON numbers and arrays are made of. Deleting them leaves keys, strings and literals,
+# where `true` reads `tru` and `false` reads `fals` (their `e` is deleted too): a scan of that short
+# remainder costs a quarter of scanning the whole body twice.
+_NUMERIC_BYTES = b"0123456789.eE+-,:[] \t\r\n"
 
 
 def _default(value: Any) -> Any:
@@ -77,7 +80,13 @@ def parse_json(body: bytes) -> tuple[Any, bool]:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _json_error(body, exc) from None
-    return data, any(token in body for token in _BOOL_TOKENS)
+    return data, _may_hold_booleans(body)
+
+
+def _may_hold_booleans(body: bytes) -> bool:
+    """Whether the JSON text may hold `true`/`false` (then tensors are checked for booleans)."""
+    rest = body.translate(None, _NUMERIC_BYTES)
+    return b"tru" in rest or b"fals" in rest
 
 
 def read_json(*, require_content_type: bool = True) -> tuple[Any, bool]:
