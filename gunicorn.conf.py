@@ -7,10 +7,10 @@ import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{int(os.environ.get('PORT', '8000'))}"
 worker_class = "gthread"
-# Measured on 2 cores (README, "Worker layout"): one worker per core, 16 threads each (2x16 beat 1x32,
-# 2x8, 2x32, 3x16 and 4x8 on the MLP and CNN bench); set WEB_CONCURRENCY to the number of cores.
+# Measured on 2 cores (README, "Worker layout"): one worker per core, 4 threads each (more threads
+# spend more CPU per request on GIL hand-offs); set WEB_CONCURRENCY to the number of cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 preload_app = False  # never import TensorFlow in the master
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
