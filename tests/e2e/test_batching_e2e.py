@@ -37,8 +37,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(model_repo):
     with running_server(model_repo, env) as base:
         with ThreadPoolExecutor(CLIENTS) as pool:
             answers = list(pool.map(call, range(REQUESTS)))
-        workers_stats = [requests.get(f"{base}/models/dense", timeout=10).json()["versions"][0]["stats"]
-                         for _ in range(10)]
+        versions = [requests.get(f"{base}/models/dense", timeout=10).json()["versions"][0] for _ in range(10)]
+    # A worker that took no request may still be loading under a busy machine: it has no counters yet.
+    workers_stats = [v["stats"] for v in versions if "stats" in v]
 
     for index, status, predictions in answers:
         assert status == 200, (index, predictions)
