@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +49,8 @@ class ServableVersion:
         """Everything known about this version, for `GET /models/NAME[/versions/V]`."""
         out = self.summary()
         out["source"] = str(self.source.path) if self.source.path else None
+        out["settings_file"] = str(self.source.config_path) if self.source.config_path else None
+        out["custom_objects"] = str(self.source.custom_objects_path) if self.source.custom_objects_path else None
         out.update(self.metadata)
         if self.signature is not None:
             out["inputs"] = [spec.to_dict() for spec in self.signature.inputs]
@@ -176,7 +177,3 @@ class ModelRegistry:
             blocking.append({"model": servable.name, **servable.summary()})
         return (not blocking and self._settled.is_set()), blocking
 
-
-def elapsed_since(start: float) -> float:
-    """Seconds since `start` (a perf_counter reading), rounded for reports."""
-    return round(time.perf_counter() - start, 4)

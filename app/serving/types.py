@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -73,4 +73,3 @@ class ModelSource:
     custom_objects_path: Path | None = None
     config_path: Path | None = None
     problem: str | None = None  # set when the folder layout itself is wrong
-    extra: dict = field(default_factory=dict, compare=False)
