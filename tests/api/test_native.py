@@ -134,3 +134,17 @@ def test_model_may_be_omitted_only_when_unambiguous(client, model):
         assert response.status_code == 400
         assert response.json["error"]["code"] == "invalid_request"
         assert "dense" in response.json["error"]["details"]["models"]
+
+
+def test_model_detail_reports_the_effective_per_model_settings(tmp_path, model_repo):
+    from app import create_app
+
+    (tmp_path / "dense.keras").symlink_to(model_repo / "dense.keras")
+    (tmp_path / "dense.serving.json").write_text('{"max_batch_size": 4, "request_timeout": 2.5}')
+    application = create_app({"MODEL_DIR": tmp_path, "MAX_QUEUE_ROWS": 99})
+    assert application.extensions["registry"].wait_until_settled(60)
+    (version,) = application.test_client().get("/models/dense").json["versions"]
+    assert version["batching"] == {"max_batch_size": 4, "max_batch_delay_ms": 2.0, "max_queue_rows": 99,
+                                   "request_timeout": 2.5}
+    assert version["settings_file"].endswith("dense.serving.json") and version["custom_objects"] is None
+    application.extensions["registry"].close()
