@@ -1,7 +1,7 @@
 """`flask --app wsgi models check PATH...`: will my file serve? (also `python -m app.cli check PATH...`).
 
 Each PATH is loaded exactly as the server loads a model version (load_model_file, CompiledModel,
-warm_up from app.serving.lifecycle); the model folder is not needed. Settings and custom code
+warm_up, choose_runtime); the model folder is not needed. Settings and custom code
 next to the file are honoured like in the model folder: `NAME.serving.json` / `NAME.custom_objects.py`
 beside `NAME.h5`, or `serving.json` / `custom_objects.py` in `NAME/` for `NAME/VERSION/file`.
 """
@@ -39,21 +39,24 @@ def source_for(path: Path, custom_objects: Path | None = None, safe_mode: bool |
     overrides = read_model_config(settings) if settings else {}
     return ModelSource(name=path.stem, version=1, path=path, batching=CHECK_BATCHING,
                        safe_mode=overrides.get("safe_mode", True) if safe_mode is None else safe_mode,
+                       runtime=overrides.get("runtime", "auto"),
                        custom_objects_path=custom_objects or _beside(path, "custom_objects.py", "custom_objects.py"),
                        config_path=settings)
 
 
 def check_file(source: ModelSource) -> tuple[bool, list[str]]:
     """Load, compile and warm up one file; (served?, lines to print)."""
-    from app.serving.lifecycle import warm_up
+    from app.serving.lifecycle import probe_inputs, warm_up
     from app.serving.loader import LoadFailure, load_model_file
-    from app.serving.runtime import CompiledModel
+    from app.serving.runtime import CompiledModel, choose_runtime
 
     started = time.perf_counter()
     try:
         loaded = load_model_file(source)
         load_seconds = time.perf_counter() - started
-        warmup_seconds = warm_up(CompiledModel(loaded), loaded.signature)
+        compiled = CompiledModel(loaded)
+        warmup_seconds, sample = warm_up(compiled, loaded.signature)
+        forward, not_tflite = choose_runtime(compiled, probe_inputs(sample), source.runtime, 1)
     except LoadFailure as exc:
         return False, [f"{source.path}: FAILED {exc}"]
     except Exception as exc:  # noqa: BLE001 - any cause becomes the reason
@@ -61,6 +64,7 @@ def check_file(source: ModelSource) -> tuple[bool, list[str]]:
     saved = f"Keras {loaded.keras_version or '?'}" + (f" ({loaded.backend})" if loaded.backend else "")
     lines = [f"{source.path}: OK via {loaded.loaded_by}; {loaded.file_format} saved by {saved}; "
              f"load {load_seconds:.2f}s, warm-up {warmup_seconds:.3f}s"]
+    lines.append(f"  runtime {forward.kind}" + (f" ({not_tflite})" if not_tflite else ""))
     lines += [f"  input  {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.inputs]
     lines += [f"  output {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.outputs]
     return True, lines

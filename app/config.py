@@ -50,6 +50,13 @@ def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _runtime(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"auto", "tflite", "tf"}:
+        raise ValueError("expected auto, tflite or tf")
+    return value
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -92,8 +99,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a request for a version that is still LOADING waits for it before 503."),
     Setting("STRICT_READINESS", _bool, True,
             "When true, a FAILED model version keeps `/health/ready` at 503."),
+    Setting("RUNTIME", _runtime, "auto",
+            "Forward pass: `auto` (TFLite when the model converts and agrees with TensorFlow, else a "
+            "TensorFlow function), `tflite` (or fail to load) or `tf`."),
     Setting("TF_INTRA_OP_THREADS", _non_negative_int, 1,
-            "TensorFlow intra-op threads per worker (0 lets TensorFlow choose)."),
+            "TensorFlow (and TFLite) intra-op threads per worker (0 lets TensorFlow choose)."),
     Setting("TF_INTER_OP_THREADS", _non_negative_int, 1,
             "TensorFlow inter-op threads per worker (0 lets TensorFlow choose)."),
     Setting("LOG_LEVEL", _log_level, "INFO", "Log level of the `app` loggers."),

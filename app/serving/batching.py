@@ -9,6 +9,8 @@ and no recent concurrency runs at once on its own thread (no hand-off, no delay)
 it queues; one worker thread takes the oldest, waits for more only while fewer requests
 are queued than were recently in flight at once (never past `max_batch_delay_ms` after the
 oldest, never beyond `max_batch_size` rows), concatenates, runs once and splits the rows.
+With `share_calls=False` (a forward pass too cheap for sharing to pay for the hand-off)
+every request runs on its own thread; the forward pass guards itself.
 """
 from __future__ import annotations
 
@@ -62,9 +64,10 @@ class _Pending:
 class Batcher:
     """Merges concurrent requests to one model version into shared forward passes."""
 
-    def __init__(self, run: RunFn, settings: BatchingSettings, *, name: str = "model"):
+    def __init__(self, run: RunFn, settings: BatchingSettings, *, name: str = "model", share_calls: bool = True):
         self._run = run
         self.settings = settings
+        self.share_calls = share_calls
         self._delay = settings.max_batch_delay_ms / 1000.0
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Pending] = deque()
@@ -86,11 +89,13 @@ class Batcher:
             if self._closed:
                 raise errors.ModelNotAvailable("the model version is unloading", {"state": "UNLOADING"})
             self._inflight += 1
-            self._level = max(self._level * HINT_DECAY, float(self._inflight))
-            inline = not self._busy and not self._queue and self._hint() <= 1
-            if inline:
+            direct = not self.share_calls  # runs on this thread, even beside another call
+            if not direct:
+                self._level = max(self._level * HINT_DECAY, float(self._inflight))
+            inline = direct or (not self._busy and not self._queue and self._hint() <= 1)
+            if inline and not direct:
                 self._busy = True
-            else:
+            elif not inline:
                 limit = self.settings.max_queue_rows
                 if self._queued_rows and self._queued_rows + rows > limit:
                     self._inflight -= 1
@@ -104,10 +109,10 @@ class Batcher:
                 if self._worker_waiting:
                     self._cond.notify()
         if inline:
-            return self._run_inline(inputs, rows, now)
+            return self._run_inline(inputs, rows, direct)
         return self._await(pending)
 
-    def _run_inline(self, inputs: Arrays, rows: int, now: float) -> Arrays:
+    def _run_inline(self, inputs: Arrays, rows: int, direct: bool) -> Arrays:
         """Nothing to batch with: run on the caller's thread, then wake the worker if others queued."""
         try:
             outputs = run_in_chunks(self._run, inputs, rows, self.settings.max_batch_size)
@@ -116,7 +121,8 @@ class Batcher:
         else:
             error = None
         with self._cond:
-            self._busy = False
+            if not direct:
+                self._busy = False
             self._inflight -= 1
             self._stats.record_batch((0.0,), rows, inline=True)
             self._stats.errors += error is not None

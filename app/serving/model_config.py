@@ -4,7 +4,7 @@ Beside a flat file `NAME.h5` it is `NAME.serving.json`; in a model folder it is
 `NAME/serving.json`. Every key is optional and overrides the global setting:
 
     {"max_batch_size": 32, "max_batch_delay_ms": 1, "max_queue_rows": 256,
-     "request_timeout": 10, "safe_mode": true}
+     "request_timeout": 10, "safe_mode": true, "runtime": "auto"}
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class ModelConfigSchema(Schema):
     request_timeout = fields.Float(validate=validate.Range(min=0), allow_nan=False)
     safe_mode = fields.Boolean(
         metadata={"doc": "Keras safe mode; false allows Lambda layers (trusted files only)."})
+    runtime = fields.String(validate=validate.OneOf(["auto", "tflite", "tf"]),
+                            metadata={"doc": "Forward pass for this model; overrides SERVING_RUNTIME."})
 
 
 def read_model_config(path: Path | None) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def _source(name: str, version: int, path: Path, config: dict[str, Any],
         path=path,
         batching=batching_settings(config, overrides),
         safe_mode=overrides.get("safe_mode", True),
+        runtime=overrides.get("runtime", config["RUNTIME"]),
         custom_objects_path=custom if custom.is_file() else None,
         config_path=settings_path if settings_path.is_file() else None,
     )

@@ -1,12 +1,15 @@
 """The runtime: a compiled forward pass over a loaded model.
 
-A `tf.function` with a batch-None input signature is traced once and then called
-from any thread; `predict()` is never used (about 60 ms a call here).
+A `tf.function` with a batch-None input signature is traced once; `predict()` is never
+used (about 60 ms a call here). With the `auto` runtime the traced function is also
+converted to TFLite (`tflite_runtime.py`), which answers when its outputs agree with the
+function's on a probe input; otherwise the function answers and the reason is reported.
 """
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,8 +21,13 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one trace per model is by design; its retracing warning is noise
 
-from app.serving.loader import LoadedModel  # noqa: E402
+from app.serving.loader import LoadedModel, LoadFailure  # noqa: E402
+from app.serving.tflite_runtime import LiteModel, LiteUnavailable, convert  # noqa: E402
 from app.serving.types import Signature  # noqa: E402
+
+RUNTIMES = ("auto", "tflite", "tf")
+Arrays = dict[str, np.ndarray]
+ForwardPass = Callable[[Arrays], Arrays]
 
 _threads_configured = threading.Lock()
 _configured = False
@@ -41,6 +49,8 @@ def configure_threads(intra_op: int, inter_op: int) -> None:
 
 class CompiledModel:
     """Callable forward pass: dict of input arrays in, dict of output arrays out."""
+
+    kind = "tf_function"
 
     def __init__(self, loaded: LoadedModel):
         self.signature: Signature = loaded.signature
@@ -66,6 +76,8 @@ class CompiledModel:
             return list(result) if isinstance(result, (list, tuple)) else [result]
 
         concrete = tf.function(forward, input_signature=specs, autograph=False).get_concrete_function()
+        self.concrete = concrete
+        self.graph_input_names = tuple(spec.name for spec in specs)
         self._output_names = output_names
         self._dtypes = [tf.as_dtype(spec.dtype) for spec in self.signature.inputs]
         # Calling the concrete function's flat entry point skips tf.function's dispatch and
@@ -90,3 +102,25 @@ def _safe(name: str) -> str:
     """TensorSpec names must be valid op names."""
     cleaned = "".join(ch if ch.isalnum() or ch in "_." else "_" for ch in name)
     return cleaned if cleaned and cleaned[0].isalpha() else f"input_{cleaned}"
+
+
+def choose_runtime(compiled: CompiledModel, probe: Arrays, preference: str,
+                   threads: int) -> tuple[ForwardPass, str | None]:
+    """The forward pass to serve with, and why it is not TFLite when it is not.
+
+    `preference` is `auto` (TFLite when it converts and agrees, else the function),
+    `tflite` (TFLite or a load failure) or `tf` (the function).
+    """
+    if preference == "tf":
+        return compiled, "the runtime setting asks for tf"
+    try:
+        return LiteModel(convert(compiled.concrete), compiled.signature, compiled.graph_input_names,
+                         reference=compiled, probe=probe, threads=threads), None
+    except LiteUnavailable as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - an interpreter error also means "use the function"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    if preference == "tflite":
+        raise LoadFailure(f"runtime tflite is required but unavailable: {reason}")
+    return compiled, f"TFLite not used: {reason}"
+

@@ -70,6 +70,7 @@ class ModelSource:
     path: Path | None
     batching: BatchingSettings
     safe_mode: bool = True
+    runtime: str = "auto"  # auto | tflite | tf (runtime.choose_runtime)
     custom_objects_path: Path | None = None
     config_path: Path | None = None
     problem: str | None = None  # set when the folder layout itself is wrong

@@ -148,3 +148,21 @@ def test_model_detail_reports_the_effective_per_model_settings(tmp_path, model_r
                                    "request_timeout": 2.5}
     assert version["settings_file"].endswith("dense.serving.json") and version["custom_objects"] is None
     application.extensions["registry"].close()
+
+
+def test_model_detail_reports_the_runtime_and_whether_calls_are_shared(tmp_path, model_repo):
+    from app import create_app
+
+    for name in ("dense", "tokens"):
+        (tmp_path / f"{name}.keras").symlink_to(model_repo / f"{name}.keras")
+    (tmp_path / "tokens.serving.json").write_text('{"runtime": "tf"}')
+    application = create_app({"MODEL_DIR": tmp_path})
+    assert application.extensions["registry"].wait_until_settled(60)
+    client = application.test_client()
+    dense = client.get("/models/dense").json["versions"][0]["runtime"]
+    tokens = client.get("/models/tokens").json["versions"][0]["runtime"]
+    application.extensions["registry"].close()
+    assert dense["kind"] == "tflite" and dense["not_tflite_because"] is None
+    assert tokens["kind"] == "tf_function" and tokens["not_tflite_because"] == "the runtime setting asks for tf"
+    assert set(dense["call_us"]) == {"1", "8"} and isinstance(dense["shares_calls"], bool)
+    assert tokens["shares_calls"] is True  # an LSTM call costs far more than a hand-off to the batcher

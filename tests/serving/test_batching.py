@@ -285,3 +285,19 @@ def test_counters_are_json_ready(model: GatedModel) -> None:
     assert sum(b["count"] for b in stats["queue_ms"]["histogram"]) == stats["queue_ms"]["count"] == 2
     assert {"overloaded", "deadline_exceeded"} <= set(stats["rejected"]) and stats["errors"] == 0
     batcher.close()
+
+
+def test_without_shared_calls_each_request_runs_on_its_own_thread_beside_a_busy_one(model: GatedModel) -> None:
+    batcher = Batcher(model, settings(), share_calls=False)
+    blocker = block(batcher, model)
+    model.entered.clear()
+    second = Client(batcher, 2.0, rows=3)
+    assert model.entered.wait(5), "the second request waited for the first instead of running"
+    assert batcher.stats()["queued_requests"] == 0
+    model.gate.set()
+    finish([blocker, second])
+    np.testing.assert_array_equal(second.result["y"], np.full((3, 3), 20.0))
+    assert set(model.threads) == {blocker.ident, second.ident}
+    stats = batcher.stats()
+    assert stats["batches"] == 2 and stats["inline_batches"] == 2 and stats["requests"] == 2
+    batcher.close()

@@ -166,6 +166,7 @@ def test_serving_json_safe_mode_reaches_the_loader(tmp_path):
 
     mb.lambda_h5(tmp_path / "lam.h5")
     (tmp_path / "lam.serving.json").write_text(json.dumps({"safe_mode": False}))
-    config = {"MAX_BATCH_SIZE": 8, "MAX_BATCH_DELAY_MS": 0, "MAX_QUEUE_ROWS": 8, "REQUEST_TIMEOUT": 1}
+    config = {"MAX_BATCH_SIZE": 8, "MAX_BATCH_DELAY_MS": 0, "MAX_QUEUE_ROWS": 8, "REQUEST_TIMEOUT": 1,
+              "RUNTIME": "auto"}
     (found,) = scan_repository(tmp_path, config)
     assert load_model_file(found).loaded_by

@@ -1,0 +1,82 @@
+"""The runtime: TFLite when it agrees with the TensorFlow function, the function otherwise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.serving.lifecycle import probe_inputs, warm_up
+from app.serving.loader import LoadFailure, load_model_file
+from app.serving.runtime import CompiledModel, choose_runtime
+from app.serving.tflite_runtime import LiteModel, bucket, convert
+from app.serving.types import BatchingSettings, ModelSource
+from tests import model_builders as mb
+
+BATCHING = BatchingSettings(max_batch_size=8, max_batch_delay_ms=0, max_queue_rows=8, request_timeout=1)
+
+
+def compiled_model(path) -> CompiledModel:
+    return CompiledModel(load_model_file(ModelSource(name="m", version=1, path=path, batching=BATCHING)))
+
+
+def probe_for(compiled: CompiledModel):
+    return probe_inputs(warm_up(compiled, compiled.signature)[1])
+
+
+@pytest.fixture(scope="module")
+def dense_compiled(tmp_path_factory):
+    return compiled_model(mb.dense(tmp_path_factory.mktemp("rt") / "dense.keras"))
+
+
+def test_rows_are_padded_to_a_power_of_two():
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 17, 256)] == [1, 2, 4, 4, 8, 32, 256]
+
+
+def test_auto_serves_a_dense_model_from_tflite_with_keras_answers_at_every_size(dense_compiled):
+    forward, reason = choose_runtime(dense_compiled, probe_for(dense_compiled), "auto", threads=1)
+    assert forward.kind == "tflite" and reason is None
+    rng = np.random.default_rng(0)
+    for rows in (1, 3, 5, 17):
+        x = rng.normal(size=(rows, 4)).astype(np.float32)
+        np.testing.assert_allclose(forward({"features": x})["probs"], dense_compiled({"features": x})["probs"],
+                                   rtol=1e-5, atol=1e-6)
+    assert forward.sizes == [1, 4, 8, 32]
+
+
+def test_padding_rows_never_reach_the_answer(dense_compiled):
+    forward, _ = choose_runtime(dense_compiled, probe_for(dense_compiled), "auto", threads=1)
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    together = forward({"features": x})["probs"]
+    assert together.shape == (3, 3)
+    for i in range(3):
+        np.testing.assert_allclose(together[i], forward({"features": x[i:i + 1]})["probs"][0], rtol=1e-6)
+
+
+def test_tf_preference_keeps_the_tensorflow_function(dense_compiled):
+    forward, reason = choose_runtime(dense_compiled, probe_for(dense_compiled), "tf", threads=1)
+    assert forward is dense_compiled and "asks for tf" in reason
+
+
+def test_a_model_tflite_cannot_convert_falls_back_with_the_reason(tmp_path):
+    compiled = compiled_model(mb.tokens_lstm(tmp_path / "tokens.keras"))
+    forward, reason = choose_runtime(compiled, probe_for(compiled), "auto", threads=1)
+    assert forward is compiled
+    assert reason.startswith("TFLite not used: ") and "\n" not in reason
+
+
+def test_tflite_preference_fails_the_load_when_tflite_is_unavailable(tmp_path):
+    compiled = compiled_model(mb.tokens_lstm(tmp_path / "tokens.keras"))
+    with pytest.raises(LoadFailure, match="runtime tflite is required"):
+        choose_runtime(compiled, probe_for(compiled), "tflite", threads=1)
+
+
+def test_a_size_whose_answers_disagree_is_served_by_the_function(dense_compiled):
+    def reference(inputs):  # stands in for a TensorFlow function that TFLite disagrees with at 8 rows
+        out = dense_compiled(inputs)
+        return {k: v + 1.0 for k, v in out.items()} if len(inputs["features"]) > 4 else out
+
+    lite = LiteModel(convert(dense_compiled.concrete), dense_compiled.signature, dense_compiled.graph_input_names,
+                     reference=reference, probe=probe_for(dense_compiled))
+    x = np.ones((6, 4), np.float32)
+    np.testing.assert_allclose(lite({"features": x})["probs"], reference({"features": x})["probs"])
+    assert 8 not in lite.sizes and lite.sizes == [1, 4]
+
