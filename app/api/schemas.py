@@ -33,12 +33,39 @@ def _require_list(value: Any, field: str) -> None:
 
 
 _PREDICT = PredictRequestSchema()
+_PLAIN_KEYS = frozenset(_PREDICT.fields)
+
+
+def plain_predict_request(data: dict[str, Any]) -> dict[str, Any] | None:
+    """What the schema loads from `data` when it is a plainly valid envelope, else None.
+
+    It accepts a strict subset of what PredictRequestSchema accepts (the schema stays the rule
+    and words every error; a test checks the two agree). It skips marshmallow's per-call cost
+    (about 15 us) on the hot path.
+    """
+    if not data.keys() <= _PLAIN_KEYS or ("instances" in data) == ("inputs" in data):
+        return None
+    model, version = data.get("model"), data.get("version")
+    if model is not None and not (type(model) is str and model):
+        return None
+    if version is not None and not (type(version) is int and version >= 1):
+        return None
+    if "instances" in data:
+        if type(data["instances"]) is not list:
+            return None
+        return {"model": model, "version": version, "instances": data["instances"]}
+    if data["inputs"] is None:
+        return None
+    return {"model": model, "version": version, "inputs": data["inputs"]}
 
 
 def load_predict_request(data: Any) -> dict[str, Any]:
     """Validate a /predict envelope; 400 invalid_request listing each field's problem."""
     if not isinstance(data, dict):
         raise errors.InvalidRequest("the body must be a JSON object", {"received": type(data).__name__})
+    plain = plain_predict_request(data)
+    if plain is not None:
+        return plain
     try:
         return _PREDICT.load(data)
     except ValidationError as exc:
