@@ -6,7 +6,8 @@ answers at once and /health/ready turns 200 when loading settles.
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{int(os.environ.get('PORT', '8000'))}"
-worker_class = "gthread"
+# gthread that also times each request's wait for a thread (app/gunicorn_worker.py).
+worker_class = "app.gunicorn_worker.QueueTimedThreadWorker"
 # Measured on 2 cores (README, "Worker layout"): one worker per core, 4 threads each (more threads
 # spend more CPU per request on GIL hand-offs); set WEB_CONCURRENCY to the number of cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

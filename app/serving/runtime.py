@@ -54,7 +54,7 @@ class CompiledModel:
 
     def __init__(self, loaded: LoadedModel):
         self.signature: Signature = loaded.signature
-        model = loaded.model
+        model = self._model = loaded.model  # the traced function holds its variables only weakly
         input_struct = getattr(model, "_inputs_struct", None)
         names = self.signature.input_names
         specs = [tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=_safe(spec.name))

@@ -150,3 +150,15 @@ def _read_http_response(sock: socket.socket) -> bytes:
             break
         rest += chunk
     return head + b"\r\n\r\n" + rest
+
+
+def test_the_bundled_worker_hands_each_request_its_queue_wait(model_repo):
+    """With a 1 us limit every inference request has waited too long: all 429, health still 200."""
+    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "0.001"}
+    with running_server(model_repo, env) as base, requests.Session() as session:
+        answers = [session.post(f"{base}/predict", json={"model": "dense", "instances": [[1, 2, 3, 4]]},
+                                timeout=10) for _ in range(5)]
+        health = session.get(f"{base}/health", timeout=10)
+    assert [a.status_code for a in answers] == [429] * 5
+    assert all(a.json()["error"]["code"] == "overloaded" and a.headers["Retry-After"] == "1" for a in answers)
+    assert health.status_code == 200
