@@ -1,19 +1,28 @@
-"""How long the request on this thread waited for a worker thread (set by app.gunicorn_worker).
+"""What the request on this thread met in the worker's queue (set by app.gunicorn_worker).
 
-Kept apart from gunicorn so the app runs without it (tests, `flask run`): there the wait is None.
+Kept apart from gunicorn so the app runs without it (tests, `flask run`): there both are None.
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 _current = threading.local()
 
 
-def set_queue_wait(seconds: float | None) -> None:
-    """Record the wait of the request this thread is about to handle."""
-    _current.seconds = seconds
+@dataclass(frozen=True)
+class QueueState:
+    """Seconds this request waited for a worker thread, and how many requests were waiting when it arrived."""
+
+    waited: float
+    ahead: int
 
 
-def queue_wait() -> float | None:
-    """Seconds the current request waited between arriving and reaching a thread, if known."""
-    return getattr(_current, "seconds", None)
+def set_queue_state(state: QueueState | None) -> None:
+    """Record the queue state of the request this thread is about to handle."""
+    _current.state = state
+
+
+def queue_state() -> QueueState | None:
+    """The current request's queue state, if the server measured it."""
+    return getattr(_current, "state", None)

@@ -162,3 +162,14 @@ def test_the_bundled_worker_hands_each_request_its_queue_wait(model_repo):
     assert [a.status_code for a in answers] == [429] * 5
     assert all(a.json()["error"]["code"] == "overloaded" and a.headers["Retry-After"] == "1" for a in answers)
     assert health.status_code == 200
+
+
+def test_a_burst_beyond_the_queue_limit_gets_200_or_429_and_nothing_else(model_repo):
+    """One thread per worker, a 1-request queue limit, 24 clients at once: some wait too long in line."""
+    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_ROWS": "1", "GUNICORN_THREADS": "1"}
+    body = {"model": "dense", "instances": [[1, 2, 3, 4]] * 50}
+    with running_server(model_repo, env) as base, ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(lambda _: requests.post(f"{base}/predict", json=body, timeout=30).status_code,
+                                 range(240)))
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(200) > 0 and statuses.count(429) > 0, statuses
