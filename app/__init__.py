@@ -15,6 +15,7 @@ from app.config import load_config
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: settings, model registry (loading in the background), routes."""
     from app.api import native, responses, tfserving, v2
+    from app.api.admission import LoadShedder
     from app.cli import models_cli
     from app.serving.registry import ModelRegistry
     from app.serving.repository import scan_repository
@@ -44,6 +45,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def tag_request_id(response):
         response.headers["X-Request-ID"] = responses.request_id()
         return response
+
+    app.wsgi_app = LoadShedder(app.wsgi_app, app.url_map, app.config)  # type: ignore[method-assign]
 
     registry.start_loading()
     return app

@@ -92,11 +92,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_BATCH_DELAY_MS", _non_negative_float, 2.0,
             "Longest time the batcher holds the oldest request while more are on their way (ms)."),
     Setting("MAX_QUEUE_ROWS", _positive_int, 2048,
-            "Rows allowed to wait per model version, and requests allowed to wait for a worker thread; "
-            "beyond either, requests get 429 `overloaded`."),
-    Setting("MAX_QUEUE_WAIT_MS", _non_negative_float, 0.0,
-            "Longest an inference request may wait for a worker thread before it gets 429 `overloaded` "
-            "(0: no limit; needs the bundled gunicorn worker)."),
+            "Rows allowed to wait per model version; beyond it requests get 429 `overloaded`."),
+    Setting("MAX_QUEUE_WAIT_MS", _non_negative_float, 50.0,
+            "Longest an inference request may wait for a worker thread; later ones get 429 `overloaded` "
+            "before Flask sees them (0: no limit; measured by the bundled gunicorn worker)."),
     Setting("REQUEST_TIMEOUT", _non_negative_float, 30.0,
             "Seconds a request may wait to run before it is dropped with 504 (0 disables)."),
     Setting("LOADING_WAIT", _non_negative_float, 30.0,

@@ -2,8 +2,8 @@
 
 Under overload, requests wait in the worker's thread-pool queue before any of our code runs,
 so a queue inside the app never fills. This worker stamps each request when gunicorn queues
-it and hands the app (`app.queue_wait`) the wait and the number still waiting behind it;
-`app.api.admission` sheds inference requests with 429 before reading their body.
+it and hands the wait to the app (`app.queue_wait`); `app.api.admission` answers inference
+requests that waited too long with 429 before Flask sees them.
 """
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from app.queue_wait import QueueState, set_queue_state
 
 
 class QueueTimedThreadWorker(ThreadWorker):
-    """gthread, plus the queue state of every request."""
+    """gthread, plus how long every request waited for a thread."""
 
     def enqueue_req(self, conn) -> None:
-        work_queue = getattr(self.tpool, "_work_queue", None)  # ThreadPoolExecutor's queue of waiting requests
-        conn.serving_queue = (time.monotonic(), work_queue.qsize() if work_queue is not None else 0)
+        conn.serving_queued_at = time.monotonic()
         super().enqueue_req(conn)
 
     def handle(self, conn):
-        queued = getattr(conn, "serving_queue", None)
-        set_queue_state(None if queued is None else QueueState(waited=time.monotonic() - queued[0], ahead=queued[1]))
+        queued_at = getattr(conn, "serving_queued_at", None)
+        set_queue_state(None if queued_at is None else QueueState(waited=time.monotonic() - queued_at))
         return super().handle(conn)

@@ -12,10 +12,9 @@ _current = threading.local()
 
 @dataclass(frozen=True)
 class QueueState:
-    """Seconds this request waited for a worker thread, and how many requests were waiting when it arrived."""
+    """Seconds this request waited in the worker's queue for a free thread."""
 
     waited: float
-    ahead: int
 
 
 def set_queue_state(state: QueueState | None) -> None:

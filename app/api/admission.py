@@ -1,37 +1,56 @@
-"""Admission control: 429 at once for inference requests that met a long queue for a worker thread."""
+"""Admission control: shed inference requests that waited too long for a worker thread.
+
+A WSGI middleware in front of Flask (`app.wsgi_app`), so a shed request costs no Flask request
+context, no body read and no JSON parse: a 429 has to be much cheaper than a 200, or under a
+closed loop of clients the queue of 429s alone keeps every wait above the limit and nothing but
+429s comes out. Health, metadata and readiness are never shed.
+"""
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import current_app
+import orjson
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
 
 from app import errors
+from app.api.responses import error_payload, request_id_for, style_for_path
 from app.queue_wait import queue_state
 
+INFERENCE_ENDPOINTS = frozenset({"native.predict", "tfserving.predict", "v2.model_infer"})
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-def shed_when_late(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate an inference view: 429 `overloaded`, before the body is read, when at least
-    MAX_QUEUE_ROWS requests were waiting for a worker thread as this one arrived (each counts as one row), or
-    when this one waited longer than MAX_QUEUE_WAIT_MS. Health and metadata are never shed."""
 
-    @functools.wraps(view)
-    def admitted(*args: Any, **kwargs: Any) -> Any:
+class LoadShedder:
+    """Answer 429 `overloaded` (with Retry-After) to an inference request that waited longer than
+    `max_queue_wait_ms` for a worker thread; pass every other request to `wsgi_app`."""
+
+    def __init__(self, wsgi_app: WSGIApp, url_map: Map, config: dict[str, Any]):
+        self.wsgi_app, self.url_map, self.config = wsgi_app, url_map, config
+        self.shed = 0  # requests answered 429 here, in this worker process
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         state = queue_state()
-        if state is not None:
-            config = current_app.config
-            if state.ahead >= config["MAX_QUEUE_ROWS"]:
-                raise errors.Overloaded(
-                    f"{state.ahead} requests were waiting for a worker when this one arrived "
-                    f"(limit {config['MAX_QUEUE_ROWS']}); retry later",
-                    {"waiting_requests": state.ahead, "max_queue_rows": config["MAX_QUEUE_ROWS"]}, retry_after=1)
-            limit_ms = config["MAX_QUEUE_WAIT_MS"]
-            if limit_ms and state.waited * 1000.0 > limit_ms:
-                raise errors.Overloaded(
-                    f"the request waited {state.waited * 1000.0:.0f} ms for a worker (limit {limit_ms:g} ms); "
-                    "retry later", {"queue_wait_ms": round(state.waited * 1000.0, 1), "max_queue_wait_ms": limit_ms},
-                    retry_after=1)
-        return view(*args, **kwargs)
+        limit_ms = self.config["MAX_QUEUE_WAIT_MS"]
+        if (state is None or not limit_ms or state.waited * 1000.0 <= limit_ms
+                or environ.get("REQUEST_METHOD") != "POST" or not self._is_inference(environ)):
+            return self.wsgi_app(environ, start_response)
+        self.shed += 1
+        waited_ms = round(state.waited * 1000.0, 1)
+        error = errors.Overloaded(f"the request waited {waited_ms:.0f} ms for a worker (limit {limit_ms:g} ms); "
+                                  "retry later", {"queue_wait_ms": waited_ms, "max_queue_wait_ms": limit_ms},
+                                  retry_after=1)
+        status, payload, headers = error_payload(error, style_for_path(environ.get("PATH_INFO", "")))
+        body = orjson.dumps(payload)
+        start_response(f"{status} Too Many Requests", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("X-Request-ID", request_id_for(environ)), *headers.items()])
+        return [body]
 
-    return admitted
+    def _is_inference(self, environ: dict[str, Any]) -> bool:
+        try:
+            endpoint, _ = self.url_map.bind_to_environ(environ).match()
+        except HTTPException:
+            return False
+        return endpoint in INFERENCE_ENDPOINTS

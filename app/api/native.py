@@ -5,7 +5,6 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
-from app.api.admission import shed_when_late
 from app.api.dataplane import infer, resolve
 from app.api.responses import json_response, read_json
 from app.api.schemas import load_predict_request
@@ -21,7 +20,6 @@ def registry() -> ModelRegistry:
 
 
 @bp.post("/predict")
-@shed_when_late
 def predict():
     """Run a model on rows (`instances`) or columns (`inputs`)."""
     data, check_bools = read_json()

@@ -120,8 +120,12 @@ def _json_error(body: bytes, exc: Exception) -> errors.ServingError:
 
 
 def error_style() -> str:
-    """Which surface's error shape to use: native, tfserving or v2."""
-    path = request.path
+    """Which surface's error shape to use for this request: native, tfserving or v2."""
+    return style_for_path(request.path)
+
+
+def style_for_path(path: str) -> str:
+    """Which surface's error shape a path uses: native, tfserving or v2."""
     if path.startswith("/v1/"):
         return "tfserving"
     if path == "/v2" or path.startswith("/v2/"):
@@ -135,17 +139,18 @@ def error_style() -> str:
 PROTOCOL_STATUS = {422: 400, 415: 400}
 
 
+def error_payload(error: errors.ServingError, style: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The one mapping from a ServingError to (status, JSON payload, headers) for a surface's style."""
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, errors.Overloaded) else {}
+    if style == "native":
+        return error.status, error.to_dict(), headers
+    status = 400 if isinstance(error, errors.TooManyRows) else PROTOCOL_STATUS.get(error.status, error.status)
+    return status, {"error": error.message}, headers
+
+
 def error_response(error: errors.ServingError) -> Response:
-    """The one mapping from a ServingError to an HTTP response."""
-    headers = {}
-    if isinstance(error, errors.Overloaded):
-        headers["Retry-After"] = str(error.retry_after)
-    status = error.status
-    if error_style() == "native":
-        payload: dict[str, Any] = error.to_dict()
-    else:
-        payload = {"error": error.message}
-        status = 400 if isinstance(error, errors.TooManyRows) else PROTOCOL_STATUS.get(status, status)
+    """A ServingError as the Flask response of the current request's surface."""
+    status, payload, headers = error_payload(error, error_style())
     return json_response(payload, status=status, headers=headers)
 
 
@@ -188,9 +193,14 @@ _REQUEST_IDS = _RequestIds()
 def request_id() -> str:
     """The id of this request (from X-Request-ID, or a new one)."""
     if "request_id" not in g:
-        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-        g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else _REQUEST_IDS.next()
+        g.request_id = request_id_for(request.environ)
     return g.request_id
+
+
+def request_id_for(environ: dict[str, Any]) -> str:
+    """The client's X-Request-ID when it is usable, else a new id."""
+    incoming = environ.get("HTTP_X_REQUEST_ID", "")
+    return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else _REQUEST_IDS.next()
 
 
 def internal_error(exc: BaseException) -> Response:

@@ -13,7 +13,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app
 
 from app import errors
-from app.api.admission import shed_when_late
 from app.api.dataplane import infer, resolve
 from app.api.native import as_columns, as_rows, registry
 from app.api.responses import json_response, read_json
@@ -55,7 +54,6 @@ def model_metadata(name: str, version: int | None = None) -> Response:
 
 @bp.post("/v1/models/<name>:predict")
 @bp.post("/v1/models/<name>/versions/<int:version>:predict")
-@shed_when_late
 def predict(name: str, version: int | None = None) -> Response:
     """Predict: `instances` answer `predictions`, `inputs` answer `outputs`."""
     data, check_bools = read_json(require_content_type=False)  # curl -d sends form-urlencoded

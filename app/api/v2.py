@@ -13,7 +13,6 @@ from flask import Blueprint, Response, current_app, request
 
 from app import errors
 from app.api import v2_codec
-from app.api.admission import shed_when_late
 from app.api.dataplane import infer, resolve
 from app.api.native import registry
 from app.api.responses import json_response, parse_json, request_body
@@ -96,7 +95,6 @@ def repository_index() -> Response:
 
 @bp.post("/v2/models/<name>/infer")
 @bp.post("/v2/models/<name>/versions/<int:version>/infer")
-@shed_when_late
 def model_infer(name: str, version: int | None = None) -> Response:
     """Run a model on JSON or binary tensors; answer with JSON or binary outputs as asked."""
     servable = resolve(registry(), name, version)

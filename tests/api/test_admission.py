@@ -1,4 +1,4 @@
-"""Admission control: inference requests that met a long queue for a thread get 429 before any work."""
+"""Admission control: inference requests that waited too long for a thread get 429 before Flask."""
 from __future__ import annotations
 
 import pytest
@@ -9,73 +9,64 @@ ROW = [[1.0, 2.0, 3.0, 4.0]]
 
 
 @pytest.fixture
-def met():
-    """Pretend the next request met this queue (the test client runs the app in this thread)."""
-    def meet(waited: float | None = None, ahead: int = 0) -> None:
-        set_queue_state(None if waited is None else QueueState(waited=waited, ahead=ahead))
-    yield meet
+def waited():
+    """Pretend the next request waited this long for a thread (the test client runs the app in this thread)."""
+    yield lambda seconds: set_queue_state(None if seconds is None else QueueState(waited=seconds))
     set_queue_state(None)
 
 
 @pytest.fixture
-def limits(app):
-    saved = dict(app.config)
-    yield app.config
-    app.config.clear()
-    app.config.update(saved)
+def shedder(app):
+    return app.wsgi_app
 
 
 def predict(client):
-    return client.post("/predict", json={"model": "dense", "instances": ROW})
+    return client.post("/predict", json={"model": "dense", "instances": ROW}, headers={"X-Request-ID": "r-1"})
 
 
-def test_a_request_with_max_queue_rows_waiting_behind_it_gets_429_with_retry_after(client, met, limits):
-    limits["MAX_QUEUE_ROWS"] = 64
-    met(0.001, ahead=64)
+def test_a_request_that_waited_past_the_limit_gets_429_overloaded_with_retry_after(client, waited, shedder):
+    before = shedder.shed
+    waited(0.2)
     response = predict(client)
     assert response.status_code == 429
-    assert response.headers["Retry-After"] == "1"
+    assert response.headers["Retry-After"] == "1" and response.headers["X-Request-ID"] == "r-1"
     error = response.json["error"]
     assert error["code"] == "overloaded"
-    assert error["details"] == {"waiting_requests": 64, "max_queue_rows": 64}
-    met(0.001, ahead=63)
+    assert error["details"] == {"queue_wait_ms": 200.0, "max_queue_wait_ms": 50.0}
+    assert shedder.shed == before + 1
+
+
+def test_a_request_within_the_limit_or_without_a_measured_wait_runs(client, waited):
+    waited(0.02)
+    assert predict(client).status_code == 200
+    waited(None)
     assert predict(client).status_code == 200
 
 
-def test_a_request_that_waited_past_max_queue_wait_ms_gets_429(client, met, limits):
-    limits["MAX_QUEUE_WAIT_MS"] = 50.0
-    met(0.2)
-    response = predict(client)
-    assert response.status_code == 429
-    assert response.json["error"]["details"] == {"queue_wait_ms": 200.0, "max_queue_wait_ms": 50.0}
-    met(0.01)
-    assert predict(client).status_code == 200
-
-
-def test_no_time_limit_by_default(client, met):
-    met(10.0)
-    assert predict(client).status_code == 200
-
-
-def test_protocol_surfaces_shed_with_their_own_error_shape(client, met, limits):
-    limits["MAX_QUEUE_WAIT_MS"] = 50.0
-    met(0.2)
+def test_protocol_surfaces_shed_with_their_own_error_shape(client, waited):
+    waited(0.2)
     tfs = client.post("/v1/models/dense:predict", json={"instances": ROW})
-    v2 = client.post("/v2/models/dense/infer", json={"inputs": [
+    v2 = client.post("/v2/models/dense/versions/1/infer", json={"inputs": [
         {"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW[0]}]})
     assert (tfs.status_code, v2.status_code) == (429, 429)
     assert "waited 200 ms" in tfs.json["error"] and "waited 200 ms" in v2.json["error"]
+    assert len(tfs.headers["X-Request-ID"]) == 32
 
 
-def test_health_and_metadata_are_never_shed(client, met, limits):
-    limits["MAX_QUEUE_WAIT_MS"] = 50.0
-    met(5.0, ahead=10_000)
+def test_health_metadata_and_unknown_routes_are_never_shed(client, waited):
+    waited(5.0)
     assert client.get("/health").status_code == 200
     assert client.get("/models/dense").status_code == 200
     assert client.get("/v2/health/live").status_code == 200
+    assert client.post("/v2/repository/index").status_code == 200
+    assert client.post("/nowhere").status_code == 404
 
 
-def test_without_a_measured_queue_requests_run(client, met, limits):
-    limits["MAX_QUEUE_WAIT_MS"] = 50.0
-    met(None)
-    assert predict(client).status_code == 200
+def test_zero_disables_shedding(app, waited):
+    saved = app.config["MAX_QUEUE_WAIT_MS"]
+    app.config["MAX_QUEUE_WAIT_MS"] = 0
+    try:
+        waited(10.0)
+        assert predict(app.test_client()).status_code == 200
+    finally:
+        app.config["MAX_QUEUE_WAIT_MS"] = saved

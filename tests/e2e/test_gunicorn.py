@@ -164,9 +164,9 @@ def test_the_bundled_worker_hands_each_request_its_queue_wait(model_repo):
     assert health.status_code == 200
 
 
-def test_a_burst_beyond_the_queue_limit_gets_200_or_429_and_nothing_else(model_repo):
-    """One thread per worker, a 1-request queue limit, 24 clients at once: some wait too long in line."""
-    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_ROWS": "1", "GUNICORN_THREADS": "1"}
+def test_a_burst_beyond_the_wait_limit_gets_200_or_429_and_nothing_else(model_repo):
+    """One thread per worker, a 2 ms wait limit, 24 clients at once: some wait too long in line."""
+    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "2", "GUNICORN_THREADS": "1"}
     body = {"model": "dense", "instances": [[1, 2, 3, 4]] * 50}
     with running_server(model_repo, env) as base, ThreadPoolExecutor(24) as pool:
         statuses = list(pool.map(lambda _: requests.post(f"{base}/predict", json=body, timeout=30).status_code,
