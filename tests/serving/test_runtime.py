@@ -80,3 +80,18 @@ def test_a_size_whose_answers_disagree_is_served_by_the_function(dense_compiled)
     np.testing.assert_allclose(lite({"features": x})["probs"], reference({"features": x})["probs"])
     assert 8 not in lite.sizes and lite.sizes == [1, 4]
 
+
+
+@pytest.mark.parametrize("builder", [mb.two_inputs, mb.two_outputs, mb.cnn])
+def test_multi_input_multi_output_and_conv_models_answer_alike_under_both_runtimes(tmp_path, builder):
+    compiled = compiled_model(builder(tmp_path / "m.keras"))
+    forward, reason = choose_runtime(compiled, probe_for(compiled), "auto", threads=1)
+    assert forward.kind == "tflite", reason
+    rng = np.random.default_rng(2)
+    for rows in (1, 6):
+        inputs = {spec.name: rng.normal(size=(rows, *spec.shape[1:])).astype(spec.dtype)
+                  for spec in compiled.signature.inputs}
+        got, want = forward(inputs), compiled(inputs)
+        assert list(got) == list(want) == list(compiled.signature.output_names)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
