@@ -64,7 +64,7 @@ def check_file(source: ModelSource) -> tuple[bool, list[str]]:
     saved = f"Keras {loaded.keras_version or '?'}" + (f" ({loaded.backend})" if loaded.backend else "")
     lines = [f"{source.path}: OK via {loaded.loaded_by}; {loaded.file_format} saved by {saved}; "
              f"load {load_seconds:.2f}s, warm-up {warmup_seconds:.3f}s"]
-    lines.append(f"  runtime {forward.kind}" + (f" ({not_tflite})" if not_tflite else ""))
+    lines.append(f"  runtime {forward.kind}" + (f" (TFLite not used: {not_tflite})" if not_tflite else ""))
     lines += [f"  input  {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.inputs]
     lines += [f"  output {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.outputs]
     return True, lines

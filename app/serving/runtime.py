@@ -122,5 +122,5 @@ def choose_runtime(compiled: CompiledModel, probe: Arrays, preference: str,
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
     if preference == "tflite":
         raise LoadFailure(f"runtime tflite is required but unavailable: {reason}")
-    return compiled, f"TFLite not used: {reason}"
+    return compiled, reason
 

@@ -60,7 +60,7 @@ def test_a_model_tflite_cannot_convert_falls_back_with_the_reason(tmp_path):
     compiled = compiled_model(mb.tokens_lstm(tmp_path / "tokens.keras"))
     forward, reason = choose_runtime(compiled, probe_for(compiled), "auto", threads=1)
     assert forward is compiled
-    assert reason.startswith("TFLite not used: ") and "\n" not in reason
+    assert reason.startswith("conversion failed: ") and "\n" not in reason
 
 
 def test_tflite_preference_fails_the_load_when_tflite_is_unavailable(tmp_path):
