@@ -46,7 +46,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         response.headers["X-Request-ID"] = responses.request_id()
         return response
 
-    app.wsgi_app = LoadShedder(app.wsgi_app, app.url_map, app.config)  # type: ignore[method-assign]
+    app.wsgi_app = app.extensions["load_shedder"] = LoadShedder(  # type: ignore[method-assign]
+        app.wsgi_app, app.url_map, app.config)
 
     registry.start_loading()
     return app

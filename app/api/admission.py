@@ -7,6 +7,7 @@ closed loop of clients the queue of 429s alone keeps every wait above the limit 
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +30,11 @@ class LoadShedder:
     def __init__(self, wsgi_app: WSGIApp, url_map: Map, config: dict[str, Any]):
         self.wsgi_app, self.url_map, self.config = wsgi_app, url_map, config
         self.shed = 0  # requests answered 429 here, in this worker process
+        self._count_lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        """The limit and how many requests this worker process has shed, for `GET /models`."""
+        return {"max_queue_wait_ms": self.config["MAX_QUEUE_WAIT_MS"], "shed_requests": self.shed}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         state = queue_state()
@@ -36,7 +42,8 @@ class LoadShedder:
         if (state is None or not limit_ms or state.waited * 1000.0 <= limit_ms
                 or environ.get("REQUEST_METHOD") != "POST" or not self._is_inference(environ)):
             return self.wsgi_app(environ, start_response)
-        self.shed += 1
+        with self._count_lock:
+            self.shed += 1
         waited_ms = round(state.waited * 1000.0, 1)
         error = errors.Overloaded(f"the request waited {waited_ms:.0f} ms for a worker (limit {limit_ms:g} ms); "
                                   "retry later", {"queue_wait_ms": waited_ms, "max_queue_wait_ms": limit_ms},

@@ -54,10 +54,11 @@ def as_columns(outputs: dict[str, Any]) -> Any:
 
 @bp.get("/models")
 def list_models():
-    """Every model with the state of each version."""
+    """Every model with the state of each version, and this worker's load shedding."""
     reg = registry()
     return json_response({"models": [
-        {"name": name, "versions": [v.summary() for v in reg.model_versions(name)]} for name in reg.names()]})
+        {"name": name, "versions": [v.summary() for v in reg.model_versions(name)]} for name in reg.names()],
+        "admission": current_app.extensions["load_shedder"].describe()})
 
 
 @bp.get("/models/<name>")

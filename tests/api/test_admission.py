@@ -34,6 +34,7 @@ def test_a_request_that_waited_past_the_limit_gets_429_overloaded_with_retry_aft
     assert error["code"] == "overloaded"
     assert error["details"] == {"queue_wait_ms": 200.0, "max_queue_wait_ms": 50.0}
     assert shedder.shed == before + 1
+    assert client.get("/models").json["admission"] == {"max_queue_wait_ms": 50.0, "shed_requests": before + 1}
 
 
 def test_a_request_within_the_limit_or_without_a_measured_wait_runs(client, waited):
