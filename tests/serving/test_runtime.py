@@ -95,3 +95,14 @@ def test_multi_input_multi_output_and_conv_models_answer_alike_under_both_runtim
         assert list(got) == list(want) == list(compiled.signature.output_names)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_keeps_the_function_for_a_model_too_big_for_one_tflite_copy_per_size(dense_compiled, monkeypatch):
+    from app.serving import runtime
+
+    monkeypatch.setattr(runtime, "TFLITE_MAX_BYTES", 100)
+    forward, reason = choose_runtime(dense_compiled, probe_for(dense_compiled), "auto", threads=1)
+    assert dense_compiled.weight_bytes == (4 * 8 + 8 + 8 * 3 + 3) * 4
+    assert forward is dense_compiled and "MiB" in reason and "copy of the weights" in reason
+    forced, _ = choose_runtime(dense_compiled, probe_for(dense_compiled), "tflite", threads=1)
+    assert forced.kind == "tflite"
