@@ -84,7 +84,7 @@ class CompiledModel:
         concrete = tf.function(forward, input_signature=specs, autograph=False).get_concrete_function()
         self.concrete = concrete
         self.graph_input_names = tuple(spec.name for spec in specs)
-        self.weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+        self.weight_bytes = sum(int(np.prod(w.shape)) * tf.as_dtype(w.dtype).size for w in model.weights)
         self._output_names = output_names
         self._dtypes = [tf.as_dtype(spec.dtype) for spec in self.signature.inputs]
         # Calling the concrete function's flat entry point skips tf.function's dispatch and
