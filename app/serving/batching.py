@@ -14,51 +14,21 @@ every request runs on its own thread; the forward pass guards itself.
 """
 from __future__ import annotations
 
-import _thread
 import copy
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-
-import numpy as np
 
 from app import errors
+from app.serving.batch_rows import QUEUED, TAKEN, Arrays, Pending, RunFn, run_in_chunks, run_merged
 from app.serving.batch_stats import BatchStats
 from app.serving.types import BatchingSettings
 
 log = logging.getLogger(__name__)
 
-Arrays = dict[str, np.ndarray]
-RunFn = Callable[[Arrays], Arrays]
 HINT_DECAY = 0.9  # per arrival: ~20 lone requests after a burst of 16, the batcher stops waiting for company
 CLOSE_GRACE_S = 10.0  # how long close() lets the worker drain before failing what is left
-QUEUED, TAKEN, DONE = 0, 1, 2
-
-
-def run_in_chunks(run: RunFn, inputs: Arrays, rows: int, max_batch_size: int) -> Arrays:
-    """Run `inputs` in chunks of at most `max_batch_size` rows and reassemble in order."""
-    if rows <= max_batch_size:
-        return run(inputs)
-    parts = [run({name: array[start:start + max_batch_size] for name, array in inputs.items()})
-             for start in range(0, rows, max_batch_size)]
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-class _Pending:
-    """One queued request: inputs, deadline, and a lock released when its answer is set."""
-
-    __slots__ = ("inputs", "rows", "enqueued", "deadline", "state", "outputs", "error", "done")
-
-    def __init__(self, inputs: Arrays, rows: int, now: float, timeout: float):
-        self.inputs, self.rows, self.enqueued = inputs, rows, now
-        self.deadline = now + timeout if timeout > 0 else None
-        self.state = QUEUED
-        self.outputs: Arrays | None = None
-        self.error: errors.ServingError | None = None
-        self.done = _thread.allocate_lock()
-        self.done.acquire()  # released once: outputs or error are set
 
 
 class Batcher:
@@ -70,7 +40,7 @@ class Batcher:
         self.share_calls = share_calls
         self._delay = settings.max_batch_delay_ms / 1000.0
         self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._queued_rows = 0
         self._busy = False          # a forward pass is running (worker or inline)
         self._closed = False
@@ -103,7 +73,7 @@ class Batcher:
                     raise errors.Overloaded(f"the queue holds {self._queued_rows} rows (limit {limit}); retry later",
                                             {"queued_rows": self._queued_rows, "max_queue_rows": limit},
                                             retry_after=1)
-                pending = _Pending(inputs, rows, now, self.settings.request_timeout)
+                pending = Pending(inputs, rows, now, self.settings.request_timeout)
                 self._queue.append(pending)
                 self._queued_rows += rows
                 if self._worker_waiting:
@@ -132,7 +102,7 @@ class Batcher:
             raise error
         return outputs
 
-    def _await(self, pending: _Pending) -> Arrays:
+    def _await(self, pending: Pending) -> Arrays:
         """Block until the worker answers, or drop the request from the queue at its deadline."""
         if pending.deadline is None:
             pending.done.acquire()
@@ -161,7 +131,7 @@ class Batcher:
                 self._inflight -= len(batch)
                 self._stats.errors += failed
 
-    def _next_batch(self) -> list[_Pending] | None:
+    def _next_batch(self) -> list[Pending] | None:
         """(Lock held.) Wait for work, optionally for company, and take up to max_batch_size rows."""
         while True:
             self._worker_waiting = True
@@ -189,7 +159,7 @@ class Batcher:
                 return
             self._cond.wait(remaining)
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[Pending]:
         """(Lock held.) Pop the oldest requests that fit in one forward pass (an oversized one goes alone)."""
         batch = [self._queue.popleft()]
         rows = batch[0].rows
@@ -203,26 +173,17 @@ class Batcher:
         self._stats.record_batch([now - p.enqueued for p in batch], rows)
         return batch
 
-    def _execute(self, batch: list[_Pending]) -> int:
+    def _execute(self, batch: list[Pending]) -> int:
         """Run one batch and hand each request its own rows (or the batch's error); return failures."""
         try:
-            if len(batch) == 1:
-                only = batch[0]
-                results = [run_in_chunks(self._run, only.inputs, only.rows, self.settings.max_batch_size)]
-            else:
-                merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
-                outputs = self._run(merged)
-                results, start = [], 0
-                for pending in batch:
-                    results.append({k: v[start:start + pending.rows] for k, v in outputs.items()})
-                    start += pending.rows
+            results = run_merged(self._run, batch, self.settings.max_batch_size)
         except Exception as exc:  # noqa: BLE001 - every request of this batch, and no other, fails
             error = self._model_error(exc, len(batch))
             for pending in batch:
-                self._finish(pending, None, copy.copy(error))  # one instance per request thread
+                pending.finish(None, copy.copy(error))  # one instance per request thread
             return len(batch)
         for pending, outputs in zip(batch, results):
-            self._finish(pending, outputs, None)
+            pending.finish(outputs, None)
         return 0
 
     # -- helpers ---------------------------------------------------------------
@@ -235,23 +196,15 @@ class Batcher:
         for pending in [p for p in self._queue if p.deadline is not None and p.deadline <= now]:
             self._expire(pending)
 
-    def _expire(self, pending: _Pending) -> None:
+    def _expire(self, pending: Pending) -> None:
         """(Lock held.) Remove a still-queued request and answer it with 504."""
         self._queue.remove(pending)
         self._queued_rows -= pending.rows
         self._stats.deadline += 1
         self._inflight -= 1
         timeout = self.settings.request_timeout
-        self._finish(pending, None, errors.DeadlineExceeded(
+        pending.finish(None, errors.DeadlineExceeded(
             f"the request waited {timeout:g}s in the queue without running", {"request_timeout": timeout}))
-
-    @staticmethod
-    def _finish(pending: _Pending, outputs: Arrays | None, error: errors.ServingError | None) -> None:
-        """Set a request's answer once and wake its caller."""
-        if pending.state == DONE:
-            return
-        pending.outputs, pending.error, pending.state = outputs, error, DONE
-        pending.done.release()
 
     def _model_error(self, exc: Exception, requests: int) -> errors.ServingError:
         """The error each request of a failed batch receives (logged once, with the traceback)."""
@@ -278,5 +231,5 @@ class Batcher:
                 pending = self._queue.popleft()
                 self._queued_rows -= pending.rows
                 self._inflight -= 1
-                self._finish(pending, None, errors.ModelNotAvailable(
+                pending.finish(None, errors.ModelNotAvailable(
                     "the model version was unloaded before the request ran", {"state": "UNLOADING"}))
