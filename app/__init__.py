@@ -47,7 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return response
 
     app.wsgi_app = app.extensions["load_shedder"] = LoadShedder(  # type: ignore[method-assign]
-        app.wsgi_app, app.url_map, app.config)
+        app.wsgi_app, app.url_map, app.config, loading=lambda: not registry.wait_until_settled(0))
 
     registry.start_loading()
     return app

@@ -11,7 +11,7 @@ import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from app.queue_wait import QueueState, set_queue_state
+from app.queue_wait import set_queue_wait
 
 
 class QueueTimedThreadWorker(ThreadWorker):
@@ -23,5 +23,5 @@ class QueueTimedThreadWorker(ThreadWorker):
 
     def handle(self, conn):
         queued_at = getattr(conn, "serving_queued_at", None)
-        set_queue_state(None if queued_at is None else QueueState(waited=time.monotonic() - queued_at))
+        set_queue_wait(None if queued_at is None else time.monotonic() - queued_at)
         return super().handle(conn)

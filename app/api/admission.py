@@ -17,7 +17,7 @@ from werkzeug.routing import Map
 
 from app import errors
 from app.api.responses import error_payload, request_id_for, style_for_path
-from app.queue_wait import queue_state
+from app.queue_wait import queue_wait
 
 INFERENCE_ENDPOINTS = frozenset({"native.predict", "tfserving.predict", "v2.model_infer"})
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -25,10 +25,14 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 class LoadShedder:
     """Answer 429 `overloaded` (with Retry-After) to an inference request that waited longer than
-    `max_queue_wait_ms` for a worker thread; pass every other request to `wsgi_app`."""
+    `max_queue_wait_ms` for a worker thread; pass every other request to `wsgi_app`.
 
-    def __init__(self, wsgi_app: WSGIApp, url_map: Map, config: dict[str, Any]):
-        self.wsgi_app, self.url_map, self.config = wsgi_app, url_map, config
+    Nothing is shed while `loading()` is true: a worker still importing TensorFlow and loading
+    models can hold the GIL for long stretches, which is not overload, and its requests wait for
+    their model anyway (SERVING_LOADING_WAIT)."""
+
+    def __init__(self, wsgi_app: WSGIApp, url_map: Map, config: dict[str, Any], loading: Callable[[], bool]):
+        self.wsgi_app, self.url_map, self.config, self.loading = wsgi_app, url_map, config, loading
         self.shed = 0  # requests answered 429 here, in this worker process
         self._count_lock = threading.Lock()
 
@@ -37,14 +41,14 @@ class LoadShedder:
         return {"max_queue_wait_ms": self.config["MAX_QUEUE_WAIT_MS"], "shed_requests": self.shed}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        state = queue_state()
+        waited = queue_wait()
         limit_ms = self.config["MAX_QUEUE_WAIT_MS"]
-        if (state is None or not limit_ms or state.waited * 1000.0 <= limit_ms
-                or environ.get("REQUEST_METHOD") != "POST" or not self._is_inference(environ)):
+        if (waited is None or not limit_ms or waited * 1000.0 <= limit_ms
+                or environ.get("REQUEST_METHOD") != "POST" or self.loading() or not self._is_inference(environ)):
             return self.wsgi_app(environ, start_response)
         with self._count_lock:
             self.shed += 1
-        waited_ms = round(state.waited * 1000.0, 1)
+        waited_ms = round(waited * 1000.0, 1)
         error = errors.Overloaded(f"the request waited {waited_ms:.0f} ms for a worker (limit {limit_ms:g} ms); "
                                   "retry later", {"queue_wait_ms": waited_ms, "max_queue_wait_ms": limit_ms},
                                   retry_after=1)

@@ -38,7 +38,6 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
         compiled = CompiledModel(loaded)
         warmup_seconds, sample = warm_up(compiled, loaded.signature)
         forward, not_tflite = choose_runtime(compiled, probe_inputs(sample), source.runtime, tf_threads[0])
-        forward(sample)
         one_row_us, many_rows_us = call_costs(forward, sample)
     except LoadFailure as exc:
         _fail(servable, str(exc))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.queue_wait import QueueState, set_queue_state
+from app.queue_wait import set_queue_wait
 
 ROW = [[1.0, 2.0, 3.0, 4.0]]
 
@@ -11,8 +11,8 @@ ROW = [[1.0, 2.0, 3.0, 4.0]]
 @pytest.fixture
 def waited():
     """Pretend the next request waited this long for a thread (the test client runs the app in this thread)."""
-    yield lambda seconds: set_queue_state(None if seconds is None else QueueState(waited=seconds))
-    set_queue_state(None)
+    yield set_queue_wait
+    set_queue_wait(None)
 
 
 @pytest.fixture
@@ -71,3 +71,15 @@ def test_zero_disables_shedding(app, waited):
         assert predict(app.test_client()).status_code == 200
     finally:
         app.config["MAX_QUEUE_WAIT_MS"] = saved
+
+
+def test_nothing_is_shed_while_the_worker_is_still_loading(client, waited, shedder):
+    """Loading holds the GIL for long stretches: that is not overload."""
+    settled_check = shedder.loading
+    shedder.loading = lambda: True
+    try:
+        waited(0.2)
+        assert predict(client).status_code == 200
+    finally:
+        shedder.loading = settled_check
+    assert shedder.loading() is False  # the test app has settled, so the tests above do shed

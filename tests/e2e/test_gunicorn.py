@@ -157,7 +157,8 @@ def _read_http_response(sock: socket.socket) -> bytes:
 
 def test_the_bundled_worker_hands_each_request_its_queue_wait(model_repo):
     """With a 1 us limit every inference request has waited too long: all 429, health still 200."""
-    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "0.001"}
+    # One worker: once it answers ready it has settled, and a settled worker sheds.
+    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "0.001", "WEB_CONCURRENCY": "1"}
     with running_server(model_repo, env) as base, requests.Session() as session:
         answers = [session.post(f"{base}/predict", json={"model": "dense", "instances": [[1, 2, 3, 4]]},
                                 timeout=10) for _ in range(5)]
@@ -169,7 +170,8 @@ def test_the_bundled_worker_hands_each_request_its_queue_wait(model_repo):
 
 def test_a_burst_beyond_the_wait_limit_gets_200_or_429_and_nothing_else(model_repo):
     """One thread per worker, a 2 ms wait limit, 24 clients at once: some wait too long in line."""
-    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "2", "GUNICORN_THREADS": "1"}
+    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "2", "GUNICORN_THREADS": "1",
+           "WEB_CONCURRENCY": "1"}
     body = {"model": "dense", "instances": [[1, 2, 3, 4]] * 50}
     with running_server(model_repo, env) as base, ThreadPoolExecutor(24) as pool:
         statuses = list(pool.map(lambda _: requests.post(f"{base}/predict", json=body, timeout=30).status_code,

@@ -1,12 +1,7 @@
 """Rule `keras1_names`: Keras 1 layer classes and arguments renamed to their Keras 2/3 names."""
 from __future__ import annotations
 
-from typing import Any
-
-from app.serving.legacy.walk import RuleError, iter_layers
-
-Config = dict[str, Any]
-
+from app.serving.legacy.walk import Config, RuleError, layer_configs
 
 # Keras 1 layer names and arguments that map one to one onto Keras 2/3 ones.
 KERAS1_CLASSES = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Convolution3D": "Conv3D",
@@ -26,10 +21,7 @@ KERAS1_DROPPED = ("W_regularizer", "b_regularizer", "W_constraint", "b_constrain
 def keras1_names(model_config: Config) -> bool:
     """Keras 1 layer classes and arguments (Convolution2D, nb_filter, border_mode, ...) take their Keras 2 names."""
     changed = False
-    for node in iter_layers(model_config):
-        config = node.get("config")
-        if not isinstance(config, dict):
-            continue
+    for node, config in layer_configs(model_config):
         legacy = node["class_name"] in KERAS1_CLASSES or any(
             key in config for key in ("nb_row", "output_dim", "border_mode", "nb_filter", "init"))
         if not legacy:

@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from app.serving.legacy.keras1 import keras1_names
-from app.serving.legacy.walk import RuleError, iter_layers
+from app.serving.legacy.walk import Config, RuleError, iter_layers, layer_configs
 
-Config = dict[str, Any]
 WRAPPERS = ("TimeDistributed", "Bidirectional")
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
 
@@ -66,8 +65,8 @@ def wrapper_nested_config(model_config: Config) -> bool:
 def initializer_dtype(model_config: Config) -> bool:
     """tf.keras 2.2.4 initializer configs carry `dtype`, which Keras 3 initializers reject."""
     changed = False
-    for node in iter_layers(model_config):
-        for key, value in (node.get("config") or {}).items() if isinstance(node.get("config"), dict) else ():
+    for _, config in layer_configs(model_config):
+        for key, value in config.items():
             if key.endswith("initializer") and isinstance(value, dict):
                 inner = value.get("config")
                 if isinstance(inner, dict) and "dtype" in inner:
@@ -154,10 +153,7 @@ LEGACY_HARD_SIGMOID = "keras2_hard_sigmoid"
 def hard_sigmoid_keras2(model_config: Config) -> bool:
     """Keras 2's hard_sigmoid is clip(0.2x+0.5); Keras 3's is relu6(x+3)/6: keep the Keras 2 formula."""
     changed = False
-    for node in iter_layers(model_config):
-        config = node.get("config")
-        if not isinstance(config, dict):
-            continue
+    for _, config in layer_configs(model_config):
         for key in ("activation", "recurrent_activation"):
             if config.get(key) == "hard_sigmoid":
                 config[key] = LEGACY_HARD_SIGMOID

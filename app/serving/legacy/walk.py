@@ -24,3 +24,11 @@ def iter_layers(node: Any) -> Iterator[Config]:
     if isinstance(config, dict):
         for key in ("layer", "backward_layer"):
             yield from iter_layers(config.get(key))
+
+
+def layer_configs(node: Any) -> Iterator[tuple[Config, Config]]:
+    """(layer, its `config`) for every layer in the tree whose config is an object."""
+    for layer in iter_layers(node):
+        config = layer.get("config")
+        if isinstance(config, dict):
+            yield layer, config
