@@ -15,6 +15,7 @@ from flask import Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from app import errors
+from app.api.tensor_json import decode_tensor_body
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ def read_json(*, require_content_type: bool = True) -> tuple[Any, bool]:
         raise errors.UnsupportedMediaType(
             f"send the body as application/json (got {request.mimetype or 'no Content-Type'})",
             {"content_type": request.mimetype or None})
-    return parse_json(request_body())
+    body = request_body()
+    decoded = decode_tensor_body(body)  # one plain numeric tensor: straight into numpy, no booleans
+    return (decoded, False) if decoded is not None else parse_json(body)
 
 
 def _json_error(body: bytes, exc: Exception) -> errors.ServingError:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import errors
@@ -28,7 +29,7 @@ class PredictRequestSchema(Schema):
 
 
 def _require_list(value: Any, field: str) -> None:
-    if not isinstance(value, list):
+    if not isinstance(value, (list, np.ndarray)):  # an array: decoded by app.api.tensor_json
         raise ValidationError(f"`{field}` must be a list with one entry per example")
 
 
@@ -51,7 +52,7 @@ def plain_predict_request(data: dict[str, Any]) -> dict[str, Any] | None:
     if version is not None and not (type(version) is int and version >= 1):
         return None
     if "instances" in data:
-        if type(data["instances"]) is not list:
+        if not isinstance(data["instances"], (list, np.ndarray)):
             return None
         return {"model": model, "version": version, "instances": data["instances"]}
     if data["inputs"] is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Response, current_app
 
 from app import errors
@@ -86,7 +87,7 @@ def _check_envelope(data: Any) -> bool:
     given = [key for key in ("instances", "inputs") if key in data]
     if len(given) != 1:
         raise errors.InvalidRequest("send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
-    if given == ["instances"] and not isinstance(data["instances"], list):
+    if given == ["instances"] and not isinstance(data["instances"], (list, np.ndarray)):
         raise errors.InvalidRequest("'instances' must be a list with one entry per example")
     return given == ["instances"]
 

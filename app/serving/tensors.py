@@ -62,7 +62,7 @@ def _describe_non_numeric(array: np.ndarray) -> str:
 def instances_to_arrays(instances: Sequence[Any], signature: Signature, *, check_bools: bool) -> Arrays:
     """Row format: one entry per example; objects keyed by input name for several inputs."""
     names = signature.input_names
-    if instances and all(isinstance(row, Mapping) for row in instances):
+    if not isinstance(instances, np.ndarray) and instances and all(isinstance(row, Mapping) for row in instances):
         columns: dict[str, list[Any]] = {}
         for index, row in enumerate(instances):
             check_input_names(row.keys(), names, where=f"instances[{index}]")

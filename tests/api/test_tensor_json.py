@@ -1,0 +1,107 @@
+"""Numeric tensors decoded straight into numpy: taken only when the generic path would agree."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import orjson
+import pytest
+
+from app.api.tensor_json import decode_tensor_body, skeleton
+
+
+def generic(body: bytes, key: str) -> tuple[dict, np.ndarray]:
+    """What the generic path makes of a body: orjson, then np.asarray on the tensor."""
+    data = orjson.loads(body)
+    return data, np.asarray(data[key])
+
+
+@pytest.mark.parametrize("body, key, shape", [
+    (b'{"model":"m","instances":[[0.5,1],[2,3.25]]}', "instances", (2, 2)),
+    (b'{"inputs":[1.5,-0,2E-3,1e+2]}', "inputs", (4,)),
+    (b'{"instances":[[[[0.5],[1]],[[2],[3]]]],"version":2}', "instances", (1, 2, 2, 1)),
+    (b'{ "instances" : [ [ 1.5 , 2 ] ,\n [ 3 , 4e0 ] ] , "model" : "m" }', "instances", (2, 2)),
+    (b'{"model":"a b:c","instances":[[1.5]]}', "instances", (1, 1)),
+])
+def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(body, key, shape):
+    decoded = decode_tensor_body(body)
+    data, expected = generic(body, key)
+    assert decoded is not None
+    assert decoded[key].dtype == expected.dtype == np.float64
+    assert decoded[key].shape == expected.shape == shape
+    assert np.array_equal(decoded[key], expected)
+    assert {k: v for k, v in decoded.items() if k != key} == {k: v for k, v in data.items() if k != key}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances":[[1,2],[3,4]]}',  # only integers: numpy would keep int64
+    b'{"instances":[[1.5,2],[3]]}',  # ragged
+    b'{"instances":[[1.5,2],[3,4],[5,6,7]]}',
+    b'{"instances":[[1.5,[]],[[2,3],4]]}',  # mixed depth with the right counts
+    b'{"instances":[[[1.5],[2]],[[3],[4,5]]]}',
+    b'{"instances":[[1.5,true]]}', b'{"instances":[[1.5,null]]}', b'{"instances":[[1.5,"2"]]}',
+    b'{"instances":[{"a":1.5}]}',
+    b'{"instances":[1.5,]}', b'{"instances":[01.5]}', b'{"instances":[+1.5]}', b'{"instances":[.5]}',
+    b'{"instances":[1e999]}', b'{"instances":[NaN]}', b'{"instances":[Infinity]}',
+    b'{"instances":[]}', b'{"instances":[[],[]]}',
+    b'{"model":"[x","instances":[[1.5]]}',  # a bracket inside a string
+    b'{"model":"x\\"y","instances":[[1.5]]}',  # an escaped quote
+    b'{"model":"[1.5]","instances":null}',
+    b'{"instances":[[1.5]],"instances":null}',  # a duplicate key
+    b'{"a":{"instances":[1.5]}}',  # not at the top level
+    b'{"inputs":{"a":[1.5]}}', b'[[1.5]]', b'{"instances":[[1.5]]', b'{"instances":[[1.5]]}x',
+    b'{"instances":[[1.5]],"b":[2.5]}',
+])
+def test_anything_unusual_is_left_to_the_generic_path(body):
+    assert decode_tensor_body(body) is None
+
+
+def test_random_mutations_never_decode_to_something_the_generic_path_would_not():
+    rng = random.Random(7)
+    seeds = [b'{"model":"m","instances":[[0.5,1.25,-3e-2],[4,5.5,6]]}',
+             b'{"inputs":[[[0.5],[1.5]],[[2.5],[3.5]]],"version":1}']
+    alphabet = b'[],.-+eE0159 "{}:tn\\'
+    decoded_count = 0
+    for _ in range(6000):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(body) + 1)
+            action = rng.random()
+            if action < 0.4 and position < len(body):
+                del body[position]
+            elif action < 0.7 and position < len(body):
+                body[position] = rng.choice(alphabet)
+            else:
+                body.insert(position, rng.choice(alphabet))
+        decoded = decode_tensor_body(bytes(body))
+        if decoded is None:
+            continue
+        decoded_count += 1
+        key = "instances" if "instances" in decoded else "inputs"
+        data, expected = generic(bytes(body), key)  # raises if the mutation is not valid JSON
+        assert expected.dtype == np.float64 and np.array_equal(decoded[key], expected), bytes(body)
+        assert {k: v for k, v in decoded.items() if k != key} == {k: v for k, v in data.items() if k != key}
+    assert decoded_count > 100  # harmless mutations (digits, spaces) still take the fast path
+
+
+def test_the_skeleton_of_a_shape_is_how_json_nests_it():
+    assert skeleton((3,)) == b"[,,]"
+    assert skeleton((2, 2)) == b"[[,],[,]]"
+    assert skeleton((1, 2, 1)) == b"[[[],[]]]"
+
+
+def test_predict_answers_the_same_whichever_path_decodes_the_body(client):
+    rows = np.random.default_rng(3).random((5, 4)).round(3)
+    fast = orjson.dumps({"model": "dense", "instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+    escaped = fast.replace(b'"dense"', b'"dens\\u0065"')  # the same request, with an escape in it
+    assert decode_tensor_body(fast) is not None and decode_tensor_body(escaped) is None
+    first = client.post("/predict", data=fast, content_type="application/json")
+    second = client.post("/predict", data=escaped, content_type="application/json")
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json()
+
+
+def test_a_ragged_fast_looking_body_still_gets_the_ragged_tensor_error(client):
+    response = client.post("/predict", data=b'{"model":"dense","instances":[[0.5,1,2,3],[1.5,2,3]]}',
+                           content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "ragged_tensor"
