@@ -17,7 +17,7 @@ import orjson
 
 from app import errors
 from app.api.responses import JSON_OPTIONS, parse_json
-from app.serving.tensors import to_array
+from app.serving.tensors import check_finite, to_array
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -129,6 +129,7 @@ def _input(spec: Any, index: int, body: bytes, offset: int, check_bools: bool) -
             raise errors.InvalidRequest(f"the binary data of input {name!r} ends before its {size} bytes")
         raw = np.frombuffer(body, dtype=np.uint8 if datatype == "BOOL" else dtype, count=count, offset=offset)
         array = raw != 0 if datatype == "BOOL" else raw
+        check_finite(array, name)  # raw bytes are the one source of NaN and Infinity
         return name, array.reshape(shape), offset + size
     if "data" not in spec:
         raise errors.InvalidRequest(f"input {name!r} has neither `data` nor a binary_data_size")

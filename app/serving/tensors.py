@@ -104,7 +104,12 @@ def check_input_names(given: Any, expected: Sequence[str], where: str) -> None:
 
 
 def conform(arrays: Arrays, signature: Signature, max_rows: int) -> tuple[Arrays, int]:
-    """Check names, batch size, shape, dtype and finiteness; return arrays cast for the model and the row count."""
+    """Check names, batch size, shape and dtype; return arrays cast for the model and the row count.
+
+    Finiteness is checked where non-finite values can come from: JSON parsers reject NaN and
+    Infinity, so only binary tensors (`check_finite`) need a scan, which under load costs more
+    than its arithmetic: numpy releases the GIL for it, and a busy worker's other threads take it.
+    """
     check_input_names(arrays.keys(), signature.input_names, where="inputs")
     rows_by_input = {name: (array.shape[0] if array.ndim else 0) for name, array in arrays.items()}
     rows = max(rows_by_input.values(), default=0)
@@ -139,10 +144,13 @@ def _conform_one(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
         if array.min() < info.min or array.max() > info.max:
             raise InputMismatch(f"input {spec.name!r} has values outside the {spec.dtype} range",
                                 {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidTensor(f"input {spec.name!r} holds NaN or Infinity", {"input": spec.name},
-                            code="non_finite_value")
     return np.ascontiguousarray(array, dtype=target)
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    """400 non_finite_value when a float array holds NaN or Infinity."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidTensor(f"input {name!r} holds NaN or Infinity", {"input": name}, code="non_finite_value")
 
 
 def _shape_text(shape: Sequence[int | None]) -> str:

@@ -114,6 +114,15 @@ def test_binary_infer_in_and_out(client, model_repo):
                                np.asarray(reference(model_repo / "versioned" / "2" / "model.keras", x)), atol=1e-5)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_binary_tensor_holding_nan_or_infinity_is_refused(client, value):
+    x = np.ones((2, 4), dtype=np.float32)
+    x[1, 2] = value
+    body, headers = binary_body([("features", x, "FP32")])
+    response = client.post("/v2/models/dense/infer", data=body, headers=headers)
+    assert response.status_code == 400 and "NaN or Infinity" in response.get_json()["error"]
+
+
 def test_two_inputs_and_chosen_output_encodings(client, model_repo):
     rng = np.random.default_rng(2)
     a, b = rng.random((2, 4), dtype=np.float32), rng.random((2, 3), dtype=np.float32)
