@@ -16,6 +16,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: settings, model registry (loading in the background), routes."""
     from app.api import native, responses, tfserving, v2
     from app.api.admission import LoadShedder
+    from app.api.request_ids import TagRequestIds
     from app.cli import models_cli
     from app.serving.registry import ModelRegistry
     from app.serving.repository import scan_repository
@@ -41,13 +42,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, lambda exc: responses.error_response(responses.http_error(exc)))
     app.register_error_handler(Exception, responses.internal_error)
 
-    @app.after_request
-    def tag_request_id(response):
-        response.headers["X-Request-ID"] = responses.request_id()
-        return response
-
-    app.wsgi_app = app.extensions["load_shedder"] = LoadShedder(  # type: ignore[method-assign]
+    app.extensions["load_shedder"] = LoadShedder(
         app.wsgi_app, app.url_map, app.config, loading=lambda: not registry.wait_until_settled(0))
+    app.wsgi_app = TagRequestIds(app.extensions["load_shedder"])  # type: ignore[method-assign]
 
     registry.start_loading()
     return app

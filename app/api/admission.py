@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
 from app import errors
-from app.api.responses import error_payload, request_id_for, style_for_path
+from app.api.responses import error_payload, style_for_path
 from app.queue_wait import queue_wait
 
 INFERENCE_ENDPOINTS = frozenset({"native.predict", "tfserving.predict", "v2.model_infer"})
@@ -55,8 +55,7 @@ class LoadShedder:
         status, payload, headers = error_payload(error, style_for_path(environ.get("PATH_INFO", "")))
         body = orjson.dumps(payload)
         start_response(f"{status} Too Many Requests", [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-            ("X-Request-ID", request_id_for(environ)), *headers.items()])
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()])
         return [body]
 
     def _is_inference(self, environ: dict[str, Any]) -> bool:

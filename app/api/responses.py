@@ -1,20 +1,18 @@
 """Reading JSON requests and writing JSON responses, errors included, in one place."""
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
-import secrets
 import zlib
 from typing import Any
 
 import numpy as np
 import orjson
-from flask import Response, current_app, g, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from app import errors
+from app.api.request_ids import request_id_for
 from app.api.tensor_json import decode_tensor_body
 
 log = logging.getLogger(__name__)
@@ -24,6 +22,7 @@ JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # where `true` reads `tru` and `false` reads `fals` (their `e` is deleted too): a scan of that short
 # remainder costs a quarter of scanning the whole body twice.
 _NUMERIC_BYTES = b"0123456789.eE+-,:[] \t\r\n"
+_BODY_KEY = "serving.body"
 
 
 def _default(value: Any) -> Any:
@@ -43,11 +42,11 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 def request_body() -> bytes:
     """The raw body, decompressed when Content-Encoding says gzip or deflate; 413 past the limit."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
-        raise errors.PayloadTooLarge(f"the body of {request.content_length} bytes exceeds the limit of {limit}",
-                                     {"limit": limit})
-    raw = _read_body()
-    encoding = (request.environ.get("HTTP_CONTENT_ENCODING") or "identity").strip().lower()
+    environ, length = request.environ, request.content_length
+    if length is not None and length > limit:
+        raise errors.PayloadTooLarge(f"the body of {length} bytes exceeds the limit of {limit}", {"limit": limit})
+    raw = _read_body(environ, length)
+    encoding = (environ.get("HTTP_CONTENT_ENCODING") or "identity").strip().lower()
     if encoding in ("", "identity"):
         return raw
     if encoding not in ("gzip", "deflate"):
@@ -64,17 +63,17 @@ def request_body() -> bytes:
     return body
 
 
-def _read_body() -> bytes:
-    """The body in one read when its length is known: reading a large body in 64 KiB steps made
-    the server copy what it had read ahead on every step (about 2 ms for 1 MB)."""
-    if "raw_body" in g:
-        return g.raw_body
-    length = request.content_length
-    if length is not None and "HTTP_TRANSFER_ENCODING" not in request.environ:
-        g.raw_body = request.environ["wsgi.input"].read(length)
-    else:
-        g.raw_body = request.get_data(cache=True)
-    return g.raw_body
+def _read_body(environ: dict[str, Any], length: int | None) -> bytes:
+    """The body (kept in the environ), in one read when its length is known: reading a large body
+    in 64 KiB steps made the server copy what it had read ahead on every step (about 2 ms for 1 MB)."""
+    body = environ.get(_BODY_KEY)
+    if body is None:
+        if length is not None and "HTTP_TRANSFER_ENCODING" not in environ:
+            body = environ["wsgi.input"].read(length)
+        else:
+            body = request.get_data(cache=True)
+        environ[_BODY_KEY] = body
+    return body
 
 
 def parse_json(body: bytes) -> tuple[Any, bool]:
@@ -172,38 +171,9 @@ def http_error(exc: HTTPException) -> errors.ServingError:
     return error
 
 
-class _RequestIds:
-    """New request ids: 16 random hex digits per process, then a 16-digit counter (32 in all).
-
-    A uuid4 per request cost a system call for randomness on every answer; this stays unique
-    across workers and restarts (the prefix is redrawn in every forked child).
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.prefix, self.counter = secrets.token_hex(8), itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter):016x}"
-
-
-_REQUEST_IDS = _RequestIds()
-
-
 def request_id() -> str:
     """The id of this request (from X-Request-ID, or a new one)."""
-    if "request_id" not in g:
-        g.request_id = request_id_for(request.environ)
-    return g.request_id
-
-
-def request_id_for(environ: dict[str, Any]) -> str:
-    """The client's X-Request-ID when it is usable, else a new id."""
-    incoming = environ.get("HTTP_X_REQUEST_ID", "")
-    return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else _REQUEST_IDS.next()
+    return request_id_for(request.environ)
 
 
 def internal_error(exc: BaseException) -> Response:

@@ -17,7 +17,7 @@ def waited():
 
 @pytest.fixture
 def shedder(app):
-    return app.wsgi_app
+    return app.extensions["load_shedder"]
 
 
 def predict(client):
