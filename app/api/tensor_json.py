@@ -30,7 +30,11 @@ TENSOR_KEYS = ("instances", "inputs")
 _WHITESPACE = b" \t\r\n"
 _NUMBER_BYTES = b"0123456789.eE+-" + _WHITESPACE  # deleting them leaves a tensor's skeleton: [ ] and ,
 _FLOAT_MARKS = (b".", b"e", b"E")
-_parsers = threading.local()  # a simdjson.Parser is reused per thread; it is not thread-safe
+# One parser per process, behind a lock. A parser is not thread-safe, and parsing holds the GIL
+# anyway, so per-thread parsers would run no faster; they would only multiply the buffers a parser
+# keeps, sized for the largest text it has seen (its tape and index: several times the text).
+_PARSER = simdjson.Parser()
+_PARSER_LOCK = threading.Lock()
 
 
 def decode_tensor_body(body: bytes) -> dict[str, Any] | None:
@@ -75,19 +79,18 @@ def _key_before(prefix: bytes) -> str | None:
 
 def parse_numeric_array(text: bytes) -> np.ndarray | None:
     """A regular, non-empty JSON array of numbers as float64 with its nested shape, else None."""
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
-    try:
-        document = parser.parse(text)
-        shape = _first_path_shape(document)
-        if not shape or 0 in shape or text.translate(None, _NUMBER_BYTES) != skeleton(shape):
+    structure = text.translate(None, _NUMBER_BYTES)
+    with _PARSER_LOCK:
+        try:
+            document = _PARSER.parse(text)
+            shape = _first_path_shape(document)
+            if not shape or 0 in shape or structure != skeleton(shape):
+                return None
+            flat = np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)  # TypeError: a non-number
+        except (ValueError, TypeError):  # invalid JSON, a non-number, a number out of range
             return None
-        flat = np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)  # TypeError: a non-number
-    except (ValueError, TypeError):  # invalid JSON, a non-number, a number out of range
-        return None
-    finally:
-        document = None  # the parser refuses to parse again while a document from it is alive
+        finally:
+            document = None  # the parser refuses to parse again while a document from it is alive
     if flat.size != math.prod(shape):
         return None
     return flat.reshape(shape)

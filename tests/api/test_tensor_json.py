@@ -105,3 +105,14 @@ def test_a_ragged_fast_looking_body_still_gets_the_ragged_tensor_error(client):
     response = client.post("/predict", data=b'{"model":"dense","instances":[[0.5,1,2,3],[1.5,2,3]]}',
                            content_type="application/json")
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "ragged_tensor"
+
+
+def test_threads_decoding_at_once_each_get_their_own_tensor():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    tensors = [rng.random((rng.integers(1, 40), 16)).round(4) for _ in range(64)]
+    bodies = [orjson.dumps({"instances": t}, option=orjson.OPT_SERIALIZE_NUMPY) for t in tensors]
+    with ThreadPoolExecutor(8) as pool:
+        decoded = list(pool.map(lambda body: decode_tensor_body(body)["instances"], bodies * 20))
+    assert all(np.array_equal(got, want) for got, want in zip(decoded, tensors * 20))
