@@ -2,7 +2,7 @@
 
 The generic path (`orjson.loads`, then `np.asarray`) builds a Python float for every number,
 numpy reads each one back, and the garbage collector frees them: for a 32x256 request that is
-about 270 us, more than the HTTP stack's whole request. For the common envelope
+about 230 us, more than the HTTP stack's whole request. For the common envelope
 `{"model": ..., "instances": [[...], ...]}` (or `"inputs"`), this module parses only the
 array with simdjson into one float64 buffer and never builds those objects.
 
@@ -32,8 +32,8 @@ _NUMBER_BYTES = b"0123456789.eE+-" + _WHITESPACE  # deleting them leaves a tenso
 _FLOAT_MARKS = (b".", b"e", b"E")
 # A parser is not thread-safe, so each thread keeps its own. A parser keeps buffers sized for the
 # largest text it has parsed (several times the text), so texts over this size get a parser of
-# their own, freed afterwards. (One shared parser behind a lock was tried: a thread that lost the
-# GIL inside the lock made the others queue behind it, 5 ms each, and 32-row requests ran 2.5x slower.)
+# their own, freed afterwards. (One shared parser behind a lock was tried: no faster under load,
+# and a Python lock on every request.)
 _KEPT_PARSER_LIMIT = 1 << 20
 _parsers = threading.local()
 
@@ -86,7 +86,8 @@ def parse_numeric_array(text: bytes) -> np.ndarray | None:
         if not shape or 0 in shape or text.translate(None, _NUMBER_BYTES) != skeleton(shape):
             return None
         flat = np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)  # TypeError: a non-number
-    except (ValueError, TypeError):  # invalid JSON, a non-number, a number out of range
+    except (ValueError, TypeError, RuntimeError):  # invalid JSON, a non-number, a number out of range
+        # (simdjson raises RuntimeError for an integer over 64 bits, which the generic path reads)
         return None
     finally:
         document = None  # the parser refuses to parse again while a document from it is alive

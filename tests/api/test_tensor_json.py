@@ -43,6 +43,8 @@ def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(bod
     b'{"instances":[{"a":1.5}]}',
     b'{"instances":[1.5,]}', b'{"instances":[01.5]}', b'{"instances":[+1.5]}', b'{"instances":[.5]}',
     b'{"instances":[1e999]}', b'{"instances":[NaN]}', b'{"instances":[Infinity]}',
+    b'{"instances":[1.5,99999999999999999999999]}', b'{"instances":[1.5,-99999999999999999999999]}',  # > 64 bits
+    b'{"instances":[1.5,\xff]}', b'{"instances":[1.5,2]\xff}',
     b'{"instances":[]}', b'{"instances":[[],[]]}',
     b'{"model":"[x","instances":[[1.5]]}',  # a bracket inside a string
     b'{"model":"x\\"y","instances":[[1.5]]}',  # an escaped quote
@@ -82,6 +84,12 @@ def test_random_mutations_never_decode_to_something_the_generic_path_would_not()
         assert expected.dtype == np.float64 and np.array_equal(decoded[key], expected), bytes(body)
         assert {k: v for k, v in decoded.items() if k != key} == {k: v for k, v in data.items() if k != key}
     assert decoded_count > 100  # harmless mutations (digits, spaces) still take the fast path
+
+
+def test_a_fraction_beside_an_integer_too_big_for_64_bits_still_gets_its_answer(client):
+    response = client.post("/predict", data=b'{"model":"dense","instances":[[0.5,1,2,99999999999999999999999]]}',
+                           content_type="application/json")
+    assert response.status_code == 200 and len(response.get_json()["predictions"]) == 1
 
 
 def test_the_skeleton_of_a_shape_is_how_json_nests_it():
