@@ -35,6 +35,7 @@ _FLOAT_MARKS = (b".", b"e", b"E")
 # their own, freed afterwards. (One shared parser behind a lock was tried: no faster under load,
 # and a Python lock on every request.)
 _KEPT_PARSER_LIMIT = 1 << 20
+_MAX_DIMS = 32  # numpy's limit is 64; deeper nesting is left to the generic path and its error
 _parsers = threading.local()
 
 
@@ -83,7 +84,7 @@ def parse_numeric_array(text: bytes) -> np.ndarray | None:
     try:
         document = _parser_for(text).parse(text)
         shape = _first_path_shape(document)
-        if not shape or 0 in shape or text.translate(None, _NUMBER_BYTES) != skeleton(shape):
+        if not 0 < len(shape) <= _MAX_DIMS or 0 in shape or text.translate(None, _NUMBER_BYTES) != skeleton(shape):
             return None
         flat = np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)  # TypeError: a non-number
     except (ValueError, TypeError, RuntimeError):  # invalid JSON, a non-number, a number out of range

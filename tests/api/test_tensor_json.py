@@ -45,6 +45,8 @@ def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(bod
     b'{"instances":[1e999]}', b'{"instances":[NaN]}', b'{"instances":[Infinity]}',
     b'{"instances":[1.5,99999999999999999999999]}', b'{"instances":[1.5,-99999999999999999999999]}',  # > 64 bits
     b'{"instances":[1.5,\xff]}', b'{"instances":[1.5,2]\xff}',
+    b'{"instances":' + b"[" * 100 + b"1.5" + b"]" * 100 + b"}",  # deeper than numpy allows
+    b'{"instances":' + b"[" * 2000 + b"1.5" + b"]" * 2000 + b"}",  # deeper than simdjson allows
     b'{"instances":[]}', b'{"instances":[[],[]]}',
     b'{"model":"[x","instances":[[1.5]]}',  # a bracket inside a string
     b'{"model":"x\\"y","instances":[[1.5]]}',  # an escaped quote
