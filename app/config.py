@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConfigError
+from app.serving.types import RUNTIMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def _optional_str(raw: str) -> str | None:
 
 def _runtime(raw: str) -> str:
     value = raw.strip().lower()
-    if value not in {"auto", "tflite", "tf"}:
+    if value not in RUNTIMES:
         raise ValueError("expected auto, tflite or tf")
     return value
 

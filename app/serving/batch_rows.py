@@ -6,14 +6,13 @@ Pure data handling with numpy (no threads besides each request's answer lock, no
 from __future__ import annotations
 
 import _thread
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from app import errors
+from app.serving.types import Arrays, ForwardPass
 
-Arrays = dict[str, np.ndarray]
-RunFn = Callable[[Arrays], Arrays]
 QUEUED, TAKEN, DONE = 0, 1, 2
 
 
@@ -39,7 +38,7 @@ class Pending:
         self.done.release()
 
 
-def run_in_chunks(run: RunFn, inputs: Arrays, rows: int, max_batch_size: int) -> Arrays:
+def run_in_chunks(run: ForwardPass, inputs: Arrays, rows: int, max_batch_size: int) -> Arrays:
     """Run `inputs` in chunks of at most `max_batch_size` rows and reassemble in order."""
     if rows <= max_batch_size:
         return run(inputs)
@@ -48,7 +47,7 @@ def run_in_chunks(run: RunFn, inputs: Arrays, rows: int, max_batch_size: int) ->
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def run_merged(run: RunFn, batch: Sequence[Pending], max_batch_size: int) -> list[Arrays]:
+def run_merged(run: ForwardPass, batch: Sequence[Pending], max_batch_size: int) -> list[Arrays]:
     """Each request's own outputs, in order: one forward pass over the concatenated rows
     (a lone request runs as it is, split into chunks when it is larger than `max_batch_size`)."""
     if len(batch) == 1:

@@ -21,9 +21,9 @@ import time
 from collections import deque
 
 from app import errors
-from app.serving.batch_rows import QUEUED, TAKEN, Arrays, Pending, RunFn, run_in_chunks, run_merged
+from app.serving.batch_rows import QUEUED, TAKEN, Pending, run_in_chunks, run_merged
 from app.serving.batch_stats import BatchStats
-from app.serving.types import BatchingSettings
+from app.serving.types import Arrays, BatchingSettings, ForwardPass
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ CLOSE_GRACE_S = 10.0  # how long close() lets the worker drain before failing wh
 class Batcher:
     """Merges concurrent requests to one model version into shared forward passes."""
 
-    def __init__(self, run: RunFn, settings: BatchingSettings, *, name: str = "model", share_calls: bool = True):
+    def __init__(self, run: ForwardPass, settings: BatchingSettings, *, name: str = "model", share_calls: bool = True):
         self._run = run
         self.settings = settings
         self.share_calls = share_calls

@@ -10,12 +10,11 @@ import numpy as np
 from app.serving.batching import Batcher
 from app.serving.loader import LoadFailure, load_model_file
 from app.serving.registry import ServableVersion
-from app.serving.runtime import CompiledModel, ForwardPass, choose_runtime, configure_threads
-from app.serving.types import ModelState, Signature
+from app.serving.runtime import CompiledModel, choose_runtime, configure_threads
+from app.serving.types import Arrays, ForwardPass, ModelState, Signature
 
 log = logging.getLogger(__name__)
 
-Arrays = dict[str, np.ndarray]
 # Sizes tried for variable (None) dimensions during warm-up: small first, then
 # sizes that survive pooling in image models.
 WARMUP_DIM_CANDIDATES = (1, 8, 32, 64, 224)

@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from app.serving.types import BatchingSettings
+from app.serving.types import RUNTIMES, BatchingSettings
 
 
 class ModelConfigSchema(Schema):
@@ -29,7 +29,7 @@ class ModelConfigSchema(Schema):
     request_timeout = fields.Float(validate=validate.Range(min=0), allow_nan=False)
     safe_mode = fields.Boolean(
         metadata={"doc": "Keras safe mode; false allows Lambda layers (trusted files only)."})
-    runtime = fields.String(validate=validate.OneOf(["auto", "tflite", "tf"]),
+    runtime = fields.String(validate=validate.OneOf(RUNTIMES),
                             metadata={"doc": "Forward pass for this model; overrides SERVING_RUNTIME."})
 
 

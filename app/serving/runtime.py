@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,11 +22,8 @@ tf.get_logger().setLevel("ERROR")  # one trace per model is by design; its retra
 
 from app.serving.loader import LoadedModel, LoadFailure  # noqa: E402
 from app.serving.tflite_runtime import LiteModel, LiteUnavailable, convert  # noqa: E402
-from app.serving.types import Signature  # noqa: E402
+from app.serving.types import Arrays, ForwardPass, Signature  # noqa: E402
 
-RUNTIMES = ("auto", "tflite", "tf")
-Arrays = dict[str, np.ndarray]
-ForwardPass = Callable[[Arrays], Arrays]
 # Above this many bytes of weights, `auto` keeps the TF function and does not convert. TFLite costs
 # memory: XNNPACK packs its own copy of the weights for every padded batch size in use, and the
 # converter leaves some heap behind (12.6 MB MLP: +143 MB resident at load, +243 MB with all nine

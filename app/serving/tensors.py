@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputMismatch, InvalidTensor, TooManyRows
-from app.serving.types import Signature, TensorSpec
-
-Arrays = dict[str, np.ndarray]
+from app.serving.types import Arrays, Signature, TensorSpec
 
 
 def to_array(value: Any, where: str, *, check_bools: bool = False) -> np.ndarray:

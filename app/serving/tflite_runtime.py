@@ -17,18 +17,16 @@ import ctypes.util
 import logging
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from app.serving.types import Signature
+from app.serving.types import Arrays, ForwardPass, Signature
 
 log = logging.getLogger(__name__)
 
-Arrays = dict[str, np.ndarray]
 AGREEMENT_RTOL = 1e-4   # TFLite must match the TensorFlow function this closely on the probe
 AGREEMENT_ATOL = 1e-5   # ... times the largest absolute output (at least 1)
 
@@ -86,7 +84,7 @@ class LiteModel:
     kind = "tflite"
 
     def __init__(self, content: bytes, signature: Signature, graph_input_names: tuple[str, ...],
-                 reference: Callable[[Arrays], Arrays], probe: Arrays, threads: int = 1):
+                 reference: ForwardPass, probe: Arrays, threads: int = 1):
         self.signature = signature
         self._content = content
         self._graph_input_names = graph_input_names

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]  # named tensors, batch first
+ForwardPass = Callable[[Arrays], Arrays]  # a compiled model: input arrays in, output arrays out
+RUNTIMES = ("auto", "tflite", "tf")  # the forward-pass choices (runtime.choose_runtime)
 
 
 class ModelState(str, enum.Enum):
