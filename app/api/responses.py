@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 from flask import Response, current_app, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import get_content_length
 
 from app import errors
 from app.api.request_ids import request_id_for
@@ -42,7 +43,8 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 def request_body() -> bytes:
     """The raw body, decompressed when Content-Encoding says gzip or deflate; 413 past the limit."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    environ, length = request.environ, request.content_length
+    environ = request.environ
+    length = get_content_length(environ)
     if length is not None and length > limit:
         raise errors.PayloadTooLarge(f"the body of {length} bytes exceeds the limit of {limit}", {"limit": limit})
     raw = _read_body(environ, length)
@@ -93,13 +95,19 @@ def _may_hold_booleans(body: bytes) -> bool:
 
 def read_json(*, require_content_type: bool = True) -> tuple[Any, bool]:
     """Decode the request body as JSON (415 when it does not say JSON)."""
-    if require_content_type and not request.is_json:
+    if require_content_type and not _says_json(request.environ):
         raise errors.UnsupportedMediaType(
             f"send the body as application/json (got {request.mimetype or 'no Content-Type'})",
             {"content_type": request.mimetype or None})
     body = request_body()
     decoded = decode_tensor_body(body)  # one plain numeric tensor: straight into numpy, no booleans
     return (decoded, False) if decoded is not None else parse_json(body)
+
+
+def _says_json(environ: dict[str, Any]) -> bool:
+    """Werkzeug's `request.is_json`, read from the environ (about 1 us less per request)."""
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
 def _json_error(body: bytes, exc: Exception) -> errors.ServingError:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +36,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    """A model's inputs and outputs, in the model's own order."""
+    """A model's inputs and outputs, in the model's own order (their names kept: read per request)."""
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    input_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self.inputs)
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self.outputs)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_names", tuple(spec.name for spec in self.inputs))
+        object.__setattr__(self, "output_names", tuple(spec.name for spec in self.outputs))
 
 
 @dataclass(frozen=True)

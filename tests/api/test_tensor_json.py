@@ -7,7 +7,15 @@ import numpy as np
 import orjson
 import pytest
 
+from app.api import tensor_json
 from app.api.tensor_json import decode_tensor_body, skeleton
+
+
+@pytest.fixture(params=["skeleton", "array walk"])
+def regularity_proof(request, monkeypatch):
+    """Run a test under each of the two proofs that a tensor nests regularly."""
+    monkeypatch.setattr(tensor_json, "_BYTES_PER_WALKED_ARRAY", 10**9 if request.param == "skeleton" else 0)
+    return request.param
 
 
 def generic(body: bytes, key: str) -> tuple[dict, np.ndarray]:
@@ -23,7 +31,7 @@ def generic(body: bytes, key: str) -> tuple[dict, np.ndarray]:
     (b'{ "instances" : [ [ 1.5 , 2 ] ,\n [ 3 , 4e0 ] ] , "model" : "m" }', "instances", (2, 2)),
     (b'{"model":"a b:c","instances":[[1.5]]}', "instances", (1, 1)),
 ])
-def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(body, key, shape):
+def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(body, key, shape, regularity_proof):
     decoded = decode_tensor_body(body)
     data, expected = generic(body, key)
     assert decoded is not None
@@ -37,7 +45,11 @@ def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(bod
     b'{"instances":[[1,2],[3,4]]}',  # only integers: numpy would keep int64
     b'{"instances":[[1.5,2],[3]]}',  # ragged
     b'{"instances":[[1.5,2],[3,4],[5,6,7]]}',
+    b'{"instances":[[1.5,2],[3,4,5],[6]]}',  # ragged with as many numbers as the shape holds
+    b'{"instances":[[[1.5,2],[3,4]],[[5,6,7],[8]]]}',  # ... and as many arrays
     b'{"instances":[[1.5,[]],[[2,3],4]]}',  # mixed depth with the right counts
+    b'{"instances":[[1.5,[2]],[3,4]]}',  # a nested array with one number: the same count of numbers
+    b'{"instances":[[1.5,2],5]}', b'{"instances":[[[1.5]],[2]]}', b'{"instances":[[1.5],[[2]]]}',
     b'{"instances":[[[1.5],[2]],[[3],[4,5]]]}',
     b'{"instances":[[1.5,true]]}', b'{"instances":[[1.5,null]]}', b'{"instances":[[1.5,"2"]]}',
     b'{"instances":[{"a":1.5}]}',
@@ -56,11 +68,11 @@ def test_a_plain_numeric_tensor_decodes_to_the_array_the_generic_path_builds(bod
     b'{"inputs":{"a":[1.5]}}', b'[[1.5]]', b'{"instances":[[1.5]]', b'{"instances":[[1.5]]}x',
     b'{"instances":[[1.5]],"b":[2.5]}',
 ])
-def test_anything_unusual_is_left_to_the_generic_path(body):
+def test_anything_unusual_is_left_to_the_generic_path(body, regularity_proof):
     assert decode_tensor_body(body) is None
 
 
-def test_random_mutations_never_decode_to_something_the_generic_path_would_not():
+def test_random_mutations_never_decode_to_something_the_generic_path_would_not(regularity_proof):
     rng = random.Random(7)
     seeds = [b'{"model":"m","instances":[[0.5,1.25,-3e-2],[4,5.5,6]]}',
              b'{"inputs":[[[0.5],[1.5]],[[2.5],[3.5]]],"version":1}']
@@ -126,3 +138,17 @@ def test_threads_decoding_at_once_each_get_their_own_tensor():
     with ThreadPoolExecutor(8) as pool:
         decoded = list(pool.map(lambda body: decode_tensor_body(body)["instances"], bodies * 20))
     assert all(np.array_equal(got, want) for got, want in zip(decoded, tensors * 20))
+
+
+def test_long_rows_are_proven_regular_by_walking_the_arrays_and_images_by_the_skeleton(monkeypatch):
+    def must_not_run(*_args):
+        raise AssertionError("the costlier proof ran")
+
+    rng = np.random.default_rng(9)
+    rows, image = rng.random((32, 256)).round(4), rng.random((1, 28, 28, 1)).round(4)
+    rows_body, image_body = (orjson.dumps({"instances": t}, option=orjson.OPT_SERIALIZE_NUMPY) for t in (rows, image))
+    monkeypatch.setattr(tensor_json, "skeleton", must_not_run)
+    assert np.array_equal(decode_tensor_body(rows_body)["instances"], rows)
+    monkeypatch.undo()
+    monkeypatch.setattr(tensor_json, "_lengths_match", must_not_run)
+    assert np.array_equal(decode_tensor_body(image_body)["instances"], image)
