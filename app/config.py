@@ -97,6 +97,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_QUEUE_WAIT_MS", _non_negative_float, 50.0,
             "Longest an inference request may wait for a worker thread; later ones get 429 `overloaded` "
             "before Flask sees them (0: no limit; measured by the bundled gunicorn worker)."),
+    Setting("QUEUE_WAIT_GRACE_MS", _non_negative_float, 25.0,
+            "How long waits must stay over SERVING_MAX_QUEUE_WAIT_MS before shedding starts, so a "
+            "momentary stall under normal load sheds nothing (ms; none within 1 s of the last 429)."),
     Setting("REQUEST_TIMEOUT", _non_negative_float, 30.0,
             "Seconds a request may wait to run before it is dropped with 504 (0 disables)."),
     Setting("LOADING_WAIT", _non_negative_float, 30.0,

@@ -9,8 +9,11 @@ ROW = [[1.0, 2.0, 3.0, 4.0]]
 
 
 @pytest.fixture
-def waited():
-    """Pretend the next request waited this long for a thread (the test client runs the app in this thread)."""
+def waited(app, monkeypatch):
+    """Pretend the next request waited this long for a thread (the test client runs the app in this thread).
+
+    The grace period is 0 here, so one wait over the limit is shed; the grace has its own tests below."""
+    monkeypatch.setitem(app.config, "QUEUE_WAIT_GRACE_MS", 0.0)
     yield set_queue_wait
     set_queue_wait(None)
 
@@ -34,7 +37,8 @@ def test_a_request_that_waited_past_the_limit_gets_429_overloaded_with_retry_aft
     assert error["code"] == "overloaded"
     assert error["details"] == {"queue_wait_ms": 200.0, "max_queue_wait_ms": 50.0}
     assert shedder.shed == before + 1
-    assert client.get("/models").json["admission"] == {"max_queue_wait_ms": 50.0, "shed_requests": before + 1}
+    assert client.get("/models").json["admission"] == {"max_queue_wait_ms": 50.0, "queue_wait_grace_ms": 0.0,
+                                                       "shed_requests": before + 1}
 
 
 def test_a_request_within_the_limit_or_without_a_measured_wait_runs(client, waited):
@@ -83,3 +87,61 @@ def test_nothing_is_shed_while_the_worker_is_still_loading(client, waited, shedd
     finally:
         shedder.loading = settled_check
     assert shedder.loading() is False  # the test app has settled, so the tests above do shed
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def graced(app):
+    """A fresh shedder (limit 50 ms, grace 25 ms) around a stub app, on a clock the test moves."""
+    from werkzeug.test import EnvironBuilder
+
+    from app.api.admission import LoadShedder
+
+    clock = FakeClock()
+    config = {"MAX_QUEUE_WAIT_MS": 50.0, "QUEUE_WAIT_GRACE_MS": 25.0}
+    shedder = LoadShedder(lambda environ, start: (start("200 OK", []), [b"ok"])[1], app.url_map, config,
+                          loading=lambda: False, clock=clock)
+
+    def status_after(wait_s: float, advance_ms: float = 0.0) -> int:
+        clock.now += advance_ms / 1000.0
+        set_queue_wait(wait_s)
+        statuses: list[str] = []
+        environ = EnvironBuilder(path="/predict", method="POST", json={"instances": ROW}).get_environ()
+        shedder(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        return int(statuses[0].split()[0])
+
+    yield status_after, shedder
+    set_queue_wait(None)
+
+
+def test_a_stall_shorter_than_the_grace_sheds_nothing(graced):
+    status_after, shedder = graced
+    assert [status_after(0.08), status_after(0.09, advance_ms=10), status_after(0.07, advance_ms=10)] == [200] * 3
+    assert status_after(0.01, advance_ms=10) == 200  # a wait within the limit: the stall is over
+    assert status_after(0.08, advance_ms=10) == 200  # a new stall starts its own grace
+    assert shedder.shed == 0
+
+
+def test_waits_over_the_limit_for_longer_than_the_grace_are_shed(graced):
+    status_after, shedder = graced
+    assert status_after(0.08) == 200
+    assert status_after(0.08, advance_ms=20) == 200
+    assert status_after(0.08, advance_ms=6) == 429  # 26 ms over the limit
+    assert shedder.shed == 1
+
+
+def test_within_a_second_of_a_429_shedding_resumes_without_a_new_grace(graced):
+    status_after, _ = graced
+    status_after(0.08)
+    assert status_after(0.08, advance_ms=30) == 429
+    assert status_after(0.01, advance_ms=1) == 200
+    assert status_after(0.08, advance_ms=500) == 429  # still within a second of the last 429
+    assert status_after(0.01, advance_ms=1) == 200
+    assert status_after(0.08, advance_ms=1100) == 200  # calm for over a second: the grace applies again

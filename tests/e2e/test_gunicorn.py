@@ -156,9 +156,10 @@ def _read_http_response(sock: socket.socket) -> bytes:
 
 
 def test_the_bundled_worker_hands_each_request_its_queue_wait(model_repo):
-    """With a 1 us limit every inference request has waited too long: all 429, health still 200."""
+    """With a 1 us limit and no grace every inference request has waited too long: all 429, health still 200."""
     # One worker: once it answers ready it has settled, and a settled worker sheds.
-    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "0.001", "WEB_CONCURRENCY": "1"}
+    env = {"SERVING_STRICT_READINESS": "false", "SERVING_MAX_QUEUE_WAIT_MS": "0.001",
+           "SERVING_QUEUE_WAIT_GRACE_MS": "0", "WEB_CONCURRENCY": "1"}
     with running_server(model_repo, env) as base, requests.Session() as session:
         answers = [session.post(f"{base}/predict", json={"model": "dense", "instances": [[1, 2, 3, 4]]},
                                 timeout=10) for _ in range(5)]
