@@ -142,6 +142,13 @@ def _conform_one(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
         if array.min() < info.min or array.max() > info.max:
             raise InputMismatch(f"input {spec.name!r} has values outside the {spec.dtype} range",
                                 {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")
+    if target.kind == "f" and array.dtype != target:  # float64 -> float32 turns 1e39 into inf
+        try:
+            with np.errstate(over="raise"):
+                return np.ascontiguousarray(array, dtype=target)
+        except FloatingPointError:
+            raise InputMismatch(f"input {spec.name!r} has values outside the {spec.dtype} range",
+                                {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch") from None
     return np.ascontiguousarray(array, dtype=target)
 
 

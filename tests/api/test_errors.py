@@ -45,6 +45,8 @@ def _post(client, body, content_type="application/json", **headers):
     ('{"model": "two_inputs", "inputs": {"a": [[1,2,3,4]], "b": [[1,2,3],[1,2,3]]}}', 422, "batch_size_mismatch"),
     ('{"model": "tokens", "instances": [[0.5,1,2,3,4,5,6,7,8,9]]}', 422, "dtype_mismatch"),
     ('{"model": "tokens", "instances": [[1e12,1,2,3,4,5,6,7,8,9]]}', 422, "dtype_mismatch"),
+    ('{"model": "dense", "instances": [[1,2,3,1e39]]}', 422, "dtype_mismatch"),  # inf as float32
+    ('{"model": "dense", "instances": [[1.5,2,3,-1e39]]}', 422, "dtype_mismatch"),  # ... on the fast path
 ])
 def test_bad_predict_requests_answer_their_code(client, body, status, code):
     response = _post(client, body)

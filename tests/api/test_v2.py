@@ -223,3 +223,14 @@ def test_output_binary_default_and_booleans_in_data(client):
     entry = {**tensor("features", np.ones((1, 4)), "FP32"), "data": [True, 1.0, 2.0, 3.0]}
     _error(client.post("/v2/models/dense/infer", json={"inputs": [entry], "parameters": {"binary_data_output": False}}),
            400, "boolean")
+
+
+def test_fp64_values_beyond_the_models_float32_range_are_refused_not_answered_with_nulls(client):
+    x = np.ones((1, 4), dtype=np.float64)
+    x[0, 3] = 1e39
+    body, headers = binary_body([("features", x, "FP64")])
+    binary = client.post("/v2/models/dense/infer", data=body, headers=headers)
+    as_json = client.post("/v2/models/dense/infer", json={"inputs": [
+        {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": x.ravel().tolist()}]})
+    assert binary.status_code == as_json.status_code == 400
+    assert "outside the float32 range" in binary.get_json()["error"]
