@@ -56,7 +56,7 @@ class LoadShedder:
         if waited is None or not limit_ms:
             return self.wsgi_app(environ, start_response)
         if waited * 1000.0 <= limit_ms:
-            if self._over_since is not None:
+            if self._over_since is not None:  # unlocked: a race only moves the grace clock a little
                 self._over_since = None
             return self.wsgi_app(environ, start_response)
         if (environ.get("REQUEST_METHOD") != "POST" or self.loading() or not self._is_inference(environ)

@@ -140,16 +140,19 @@ def _conform_one(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if target.kind in "iu" and array.size:
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:
-            raise InputMismatch(f"input {spec.name!r} has values outside the {spec.dtype} range",
-                                {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")
+            raise _out_of_range(spec)
     if target.kind == "f" and array.dtype != target:  # float64 -> float32 turns 1e39 into inf
         try:
             with np.errstate(over="raise"):
                 return np.ascontiguousarray(array, dtype=target)
         except FloatingPointError:
-            raise InputMismatch(f"input {spec.name!r} has values outside the {spec.dtype} range",
-                                {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch") from None
+            raise _out_of_range(spec) from None
     return np.ascontiguousarray(array, dtype=target)
+
+
+def _out_of_range(spec: TensorSpec) -> InputMismatch:
+    return InputMismatch(f"input {spec.name!r} has values outside the {spec.dtype} range",
+                         {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
