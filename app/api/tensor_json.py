@@ -50,7 +50,7 @@ def decode_tensor_body(body: bytes) -> dict[str, Any] | None:
         return None
     key = _key_before(prefix)
     text = body[start:end + 1]
-    if key is None or b'"' in text or b"{" in text or not any(mark in text for mark in _FLOAT_MARKS):
+    if key is None or b'"' in text or b"{" in text:
         return None
     envelope_text = prefix + b"null" + suffix
     if envelope_text.count(b'"%s"' % key.encode()) != 1:  # a duplicate key: the generic path decides
@@ -61,11 +61,19 @@ def decode_tensor_body(body: bytes) -> dict[str, Any] | None:
         return None
     if type(envelope) is not dict or key not in envelope or envelope[key] is not None:
         return None
-    tensor = parse_numeric_array(text)
+    tensor = parse_float_tensor(text)
     if tensor is None:
         return None
     envelope[key] = tensor
     return envelope
+
+
+def parse_float_tensor(text: bytes) -> np.ndarray | None:
+    """`parse_numeric_array` for a text where numpy would choose float64 (it has a fraction or
+    an exponent; all-integer tensors are left to the generic path, which keeps them int64)."""
+    if not any(mark in text for mark in _FLOAT_MARKS):
+        return None
+    return parse_numeric_array(text)
 
 
 def _key_before(prefix: bytes) -> str | None:

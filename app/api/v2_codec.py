@@ -17,6 +17,7 @@ import orjson
 
 from app import errors
 from app.api.responses import JSON_OPTIONS, parse_json
+from app.api.v2_json import decode_v2_json
 from app.serving.tensors import check_finite, to_array
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -54,7 +55,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Decode a V2 body (JSON, or JSON header + binary tensors) into arrays shaped as declared."""
     size = _header_size(header_length, len(body))
     head = body if size == len(body) else body[:size]
-    header, may_hold_bools = parse_json(head)
+    fast = decode_v2_json(head) if size == len(body) else None  # JSON `data` straight into numpy
+    header, may_hold_bools = (fast, False) if fast is not None else parse_json(head)
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
         raise errors.InvalidRequest("the request must be a JSON object with a non-empty `inputs` list")
     check_bools = may_hold_bools and head.count(b"true") + head.count(b"false") > _envelope_bools(header)
@@ -151,7 +153,7 @@ def _dtype(datatype: Any, name: str) -> np.dtype:
 
 def _json_array(data: Any, name: str, datatype: str, check_bools: bool) -> np.ndarray:
     if datatype != "BOOL":
-        return to_array(data if isinstance(data, list) else [data], name, check_bools=check_bools)
+        return to_array(data if isinstance(data, (list, np.ndarray)) else [data], name, check_bools=check_bools)
     array = np.asarray(data)
     if array.dtype.kind != "b":
         raise errors.InvalidTensor(f"input {name!r} is BOOL: send true/false values", {"input": name})
