@@ -54,7 +54,7 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
         "load_seconds": round(time.perf_counter() - started, 3),
         "warmup_seconds": round(warmup_seconds, 3),
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "runtime": {"kind": getattr(forward, "kind", "tf_function"), "not_tflite_because": not_tflite,
+        "runtime": {"kind": forward.kind, "not_tflite_because": not_tflite,
                     "call_us": {"1": round(one_row_us, 1), str(SHARE_ROWS): round(many_rows_us, 1)},
                     "shares_calls": share},
     }

@@ -22,7 +22,7 @@ tf.get_logger().setLevel("ERROR")  # one trace per model is by design; its retra
 
 from app.serving.loader import LoadedModel, LoadFailure  # noqa: E402
 from app.serving.tflite_runtime import LiteModel, LiteUnavailable, convert  # noqa: E402
-from app.serving.types import Arrays, ForwardPass, Signature  # noqa: E402
+from app.serving.types import Arrays, Signature  # noqa: E402
 
 # Above this many bytes of weights, `auto` keeps the TF function and does not convert. TFLite costs
 # memory: XNNPACK packs its own copy of the weights for every padded batch size in use, and the
@@ -108,7 +108,7 @@ def _safe(name: str) -> str:
 
 
 def choose_runtime(compiled: CompiledModel, probe: Arrays, preference: str,
-                   threads: int) -> tuple[ForwardPass, str | None]:
+                   threads: int) -> tuple[CompiledModel | LiteModel, str | None]:
     """The forward pass to serve with, and why it is not TFLite when it is not.
 
     `preference` is `auto` (TFLite when it converts and agrees, else the function),
