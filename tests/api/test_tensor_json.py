@@ -152,3 +152,24 @@ def test_long_rows_are_proven_regular_by_walking_the_arrays_and_images_by_the_sk
     monkeypatch.undo()
     monkeypatch.setattr(tensor_json, "_lengths_match", must_not_run)
     assert np.array_equal(decode_tensor_body(image_body)["instances"], image)
+
+
+def test_a_text_over_the_kept_parser_limit_gets_a_parser_of_its_own_each_time(monkeypatch):
+    created = []
+
+    class CountedParser(tensor_json.simdjson.Parser):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    rows = np.random.default_rng(2).random((40, 8)).round(4)
+    small, big = (orjson.dumps({"instances": t}, option=orjson.OPT_SERIALIZE_NUMPY) for t in (rows[:1], rows))
+    monkeypatch.setattr(tensor_json.simdjson, "Parser", CountedParser)
+    monkeypatch.setattr(tensor_json, "_KEPT_PARSER_LIMIT", len(big) // 2)
+    monkeypatch.setattr(tensor_json, "_parsers", tensor_json.threading.local())
+    for _ in range(2):
+        assert np.array_equal(decode_tensor_body(small)["instances"], rows[:1])
+    assert len(created) == 1  # this thread's kept parser
+    for _ in range(2):
+        assert np.array_equal(decode_tensor_body(big)["instances"], rows)
+    assert len(created) == 3 and tensor_json._parsers.parser is created[0]
