@@ -9,6 +9,7 @@ import pytest
 
 from app.api import tensor_json
 from app.api.tensor_json import decode_tensor_body, skeleton
+from tests.mutations import mutated
 
 
 @pytest.fixture(params=["skeleton", "array walk"])
@@ -79,23 +80,14 @@ def test_random_mutations_never_decode_to_something_the_generic_path_would_not(r
     alphabet = b'[],.-+eE0159 "{}:tn\\'
     decoded_count = 0
     for _ in range(6000):
-        body = bytearray(rng.choice(seeds))
-        for _ in range(rng.randint(1, 3)):
-            position = rng.randrange(len(body) + 1)
-            action = rng.random()
-            if action < 0.4 and position < len(body):
-                del body[position]
-            elif action < 0.7 and position < len(body):
-                body[position] = rng.choice(alphabet)
-            else:
-                body.insert(position, rng.choice(alphabet))
-        decoded = decode_tensor_body(bytes(body))
+        body = mutated(rng, seeds, alphabet)
+        decoded = decode_tensor_body(body)
         if decoded is None:
             continue
         decoded_count += 1
         key = "instances" if "instances" in decoded else "inputs"
-        data, expected = generic(bytes(body), key)  # raises if the mutation is not valid JSON
-        assert expected.dtype == np.float64 and np.array_equal(decoded[key], expected), bytes(body)
+        data, expected = generic(body, key)  # raises if the mutation is not valid JSON
+        assert expected.dtype == np.float64 and np.array_equal(decoded[key], expected), body
         assert {k: v for k, v in decoded.items() if k != key} == {k: v for k, v in data.items() if k != key}
     assert decoded_count > 100  # harmless mutations (digits, spaces) still take the fast path
 
