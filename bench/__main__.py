@@ -8,6 +8,7 @@ table and PASS/FAIL per issue-3 target, writes bench/results/*.json and a PNG.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import subprocess
 import sys
@@ -96,11 +97,15 @@ def main() -> None:
     print(f"wrote {args.out}/latest.json and {report.chart(rows, args.out / 'latest.png')}")
 
 
-def _median_run(runs: list[dict]) -> dict:
-    """The run with the median req/s (its own latencies), every run's req/s, and errors summed over all runs."""
-    ordered = sorted(runs, key=lambda run: run["rps"])
+def _median_run(runs: list[dict], by: str = "rps", runs_field: str = "rps_runs") -> dict:
+    """The run with the median `by` (its own latencies), every run's `by` as `runs_field`, and
+    statuses, non-2xx answers and socket errors summed over all runs (one failure in any run counts)."""
+    ordered = sorted(runs, key=lambda run: float("inf") if run[by] is None else run[by])
+    statuses: collections.Counter[str] = collections.Counter()
+    for run in runs:
+        statuses.update(run["statuses"])
     errors = {kind: sum(run["socket_errors"].get(kind, 0) for run in runs) for kind in runs[0]["socket_errors"]}
-    return {**ordered[(len(ordered) - 1) // 2], "rps_runs": [run["rps"] for run in runs],
+    return {**ordered[(len(ordered) - 1) // 2], runs_field: [run[by] for run in runs], "statuses": dict(statuses),
             "non_2xx": sum(run["non_2xx"] for run in runs), "socket_errors": errors}
 
 
@@ -114,15 +119,7 @@ def _overload(model_dir: Path, work: Path, script: Path, seconds: float, repeats
         wrk.run(base, paired, 32, 1, threads=32)
         runs = [wrk.run(base, paired, OVERLOAD_CONNECTIONS, seconds, threads=OVERLOAD_CONNECTIONS, timeout_s=5)
                 for _ in range(repeats)]
-        result = sorted(runs, key=lambda run: run["ok_p99_ms"] if run["ok_p99_ms"] is not None else float("inf"))[
-            (len(runs) - 1) // 2]
-        statuses: dict[str, int] = {}
-        for run in runs:
-            for status, count in run["statuses"].items():
-                statuses[status] = statuses.get(status, 0) + count
-        result = {**result, "statuses": statuses, "ok_p99_runs_ms": [run["ok_p99_ms"] for run in runs],
-                  "socket_errors": {kind: sum(run["socket_errors"][kind] for run in runs)
-                                    for kind in runs[0]["socket_errors"]}}
+        result = _median_run(runs, by="ok_p99_ms", runs_field="ok_p99_runs_ms")
         result.update(server="service", scenario="overload", rss_mb=servers.rss_mb(pid), stats=_stats(base))
         return result
 
