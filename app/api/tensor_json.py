@@ -12,9 +12,13 @@ what the generic path would give, which needs:
 - the tensor to be the value of a top-level `instances` or `inputs` key, found as the text from
   the body's first `[` to its last `]`, outside any string (no backslash in the rest of the body,
   an even number of quotes before it), and the rest of the body to be valid JSON around it;
-- the tensor's text to hold nothing but numbers, commas and brackets, in a regular nesting
-  (proven by its skeleton, or by walking its arrays), with at least one fraction or exponent, so that
-  numpy would have chosen float64 for it too.
+- the tensor's text to hold nothing but numbers, commas and brackets, in a regular nesting,
+  with at least one fraction or exponent, so that numpy would have chosen float64 for it too.
+
+The tensor's text is parsed by the C parser `app._speedups.parse` (native/speedups.c, built by
+`make`): one pass checks the grammar and the nesting and converts every number, correctly
+rounded. Where it is unsure (a number of more than 19 digits) or not built, simdjson parses
+the text and the nesting is proven by its skeleton or by walking its arrays.
 """
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ from typing import Any
 import numpy as np
 import orjson
 import simdjson
+
+try:
+    from app import _speedups as native
+except ImportError:  # not built (no C compiler): simdjson parses every tensor
+    native = None
 
 TENSOR_KEYS = ("instances", "inputs")
 _WHITESPACE = b" \t\r\n"
@@ -50,8 +59,7 @@ def decode_tensor_body(body: bytes) -> dict[str, Any] | None:
     if b"[" in suffix or b"\\" in prefix or b"\\" in suffix or prefix.count(b'"') % 2:
         return None
     key = _key_before(prefix)
-    text = body[start:end + 1]
-    if key is None or b'"' in text or b"{" in text:
+    if key is None:
         return None
     envelope_text = prefix + b"null" + suffix
     if envelope_text.count(b'"%s"' % key.encode()) != 1:  # a duplicate key: the generic path decides
@@ -62,17 +70,25 @@ def decode_tensor_body(body: bytes) -> dict[str, Any] | None:
         return None
     if type(envelope) is not dict or key not in envelope or envelope[key] is not None:
         return None
-    tensor = parse_float_tensor(text)
+    tensor = parse_float_tensor(body, start, end + 1)
     if tensor is None:
         return None
     envelope[key] = tensor
     return envelope
 
 
-def parse_float_tensor(text: bytes) -> np.ndarray | None:
-    """`parse_numeric_array` for a text where numpy would choose float64 (it has a fraction or
-    an exponent; all-integer tensors are left to the generic path, which keeps them int64)."""
-    if not any(mark in text for mark in _FLOAT_MARKS):
+def parse_float_tensor(body: bytes, start: int = 0, stop: int | None = None) -> np.ndarray | None:
+    """The array in body[start:stop] as float64 when it is a regular array of numbers where numpy
+    would choose float64 (it has a fraction or an exponent; all-integer tensors are left to the
+    generic path, which keeps them int64), else None."""
+    stop = len(body) if stop is None else stop
+    if native is not None:
+        parsed = native.parse(body, start, stop)
+        if parsed is not None:
+            buffer, shape, has_fraction = parsed
+            return np.frombuffer(buffer, dtype=np.float64).reshape(shape) if has_fraction else None
+    text = body[start:stop]  # for simdjson: no string, no object, and a fraction somewhere
+    if b'"' in text or b"{" in text or not any(mark in text for mark in _FLOAT_MARKS):
         return None
     return parse_numeric_array(text)
 

@@ -2,8 +2,8 @@
 
 The V2 body holds several arrays (`shape`, `data`, one input after another), so the tensors
 are found by their key: each `"data": [`, up to the last `]` before the next `"` or `}`.
-Each such text is parsed by `tensor_json.parse_float_tensor` (simdjson, into one float64
-buffer) and replaced in the body by a placeholder string; orjson decodes the rest. As in
+Each such text is parsed by `tensor_json.parse_float_tensor` (the C parser, else simdjson,
+into one float64 buffer) and replaced in the body by a placeholder string; orjson decodes the rest. As in
 `tensor_json`, anything unsure returns None and the generic path decides: a backslash
 anywhere, a text that is not a regular array of numbers with a fraction or an exponent, or
 a placeholder that does not land in an input's `data`.
@@ -43,7 +43,7 @@ def decode_v2_json(body: bytes) -> dict[str, Any] | None:
             continue
         stop = min(_find_or_end(body, b'"', start), _find_or_end(body, b"}", start))
         end = body.rfind(b"]", start, stop) + 1
-        tensor = parse_float_tensor(body[start:end]) if end > start else None
+        tensor = parse_float_tensor(body, start, end) if end > start else None
         if tensor is None:
             return None
         pieces += [body[done:start], b'"\\u0001%d"' % len(tensors)]  # decodes to _PLACEHOLDER + index

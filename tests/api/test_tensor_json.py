@@ -12,10 +12,12 @@ from app.api.tensor_json import decode_tensor_body, skeleton
 from tests.mutations import mutated
 
 
-@pytest.fixture(params=["skeleton", "array walk"])
+@pytest.fixture(params=["C parser", "simdjson, skeleton", "simdjson, array walk"])
 def regularity_proof(request, monkeypatch):
-    """Run a test under each of the two proofs that a tensor nests regularly."""
-    monkeypatch.setattr(tensor_json, "_BYTES_PER_WALKED_ARRAY", 10**9 if request.param == "skeleton" else 0)
+    """Run a test under the C parser and under simdjson with each of its two proofs of regular nesting."""
+    if request.param != "C parser":
+        monkeypatch.setattr(tensor_json, "native", None)
+    monkeypatch.setattr(tensor_json, "_BYTES_PER_WALKED_ARRAY", 10**9 if request.param.endswith("skeleton") else 0)
     return request.param
 
 
@@ -132,16 +134,17 @@ def test_threads_decoding_at_once_each_get_their_own_tensor():
     assert all(np.array_equal(got, want) for got, want in zip(decoded, tensors * 20))
 
 
-def test_long_rows_are_proven_regular_by_walking_the_arrays_and_images_by_the_skeleton(monkeypatch):
+def test_under_simdjson_long_rows_are_proven_regular_by_walking_the_arrays_and_images_by_the_skeleton(monkeypatch):
     def must_not_run(*_args):
         raise AssertionError("the costlier proof ran")
 
+    monkeypatch.setattr(tensor_json, "native", None)
     rng = np.random.default_rng(9)
     rows, image = rng.random((32, 256)).round(4), rng.random((1, 28, 28, 1)).round(4)
     rows_body, image_body = (orjson.dumps({"instances": t}, option=orjson.OPT_SERIALIZE_NUMPY) for t in (rows, image))
     monkeypatch.setattr(tensor_json, "skeleton", must_not_run)
     assert np.array_equal(decode_tensor_body(rows_body)["instances"], rows)
-    monkeypatch.undo()
+    monkeypatch.setattr(tensor_json, "skeleton", skeleton)
     monkeypatch.setattr(tensor_json, "_lengths_match", must_not_run)
     assert np.array_equal(decode_tensor_body(image_body)["instances"], image)
 
@@ -156,6 +159,7 @@ def test_a_text_over_the_kept_parser_limit_gets_a_parser_of_its_own_each_time(mo
 
     rows = np.random.default_rng(2).random((40, 8)).round(4)
     small, big = (orjson.dumps({"instances": t}, option=orjson.OPT_SERIALIZE_NUMPY) for t in (rows[:1], rows))
+    monkeypatch.setattr(tensor_json, "native", None)
     monkeypatch.setattr(tensor_json.simdjson, "Parser", CountedParser)
     monkeypatch.setattr(tensor_json, "_KEPT_PARSER_LIMIT", len(big) // 2)
     monkeypatch.setattr(tensor_json, "_parsers", tensor_json.threading.local())
