@@ -219,6 +219,87 @@ static inline __attribute__((always_inline)) int parse_short_number(const unsign
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_BATCH 1
+static int have_batch; /* set once at import: the CPU runs AVX2, so convert_four() can run */
+
+/* Four short numbers at once (AVX2): lane k is words[k], the first 8 bytes at a number that
+ * takes lengths[k] (1 to 8) of them, in the form -?D+.D+ without a leading zero. Writes lane k's
+ * value to out[k] and returns the mask of lanes that were not of that form (bit k), which the
+ * caller parses on their own. The same steps as digits_value(), on four 64-bit lanes. */
+__attribute__((target("avx2"))) static unsigned convert_four(const uint64_t words[4], const int64_t lengths[4],
+                                                            double out[4]) {
+    const __m256i ones = _mm256_set1_epi64x(-1), high_bits = _mm256_set1_epi64x((long long)0x8080808080808080ULL);
+    const __m256i low7 = _mm256_set1_epi64x(0x7F7F7F7F7F7F7F7FLL);
+    __m256i length = _mm256_loadu_si256((const __m256i *)lengths);
+    __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)words), _mm256_set1_epi64x(0x3030303030303030LL));
+    __m256i bytes = _mm256_srlv_epi64(ones, _mm256_sub_epi64(_mm256_set1_epi64x(64), _mm256_slli_epi64(length, 3)));
+    __m256i valid_high = _mm256_and_si256(bytes, high_bits);
+    /* high bit of every byte that is not a digit; of every byte that is not the point ('.' ^ '0') */
+    __m256i not_digit = _mm256_and_si256(
+        _mm256_or_si256(_mm256_add_epi64(_mm256_and_si256(x, low7), _mm256_set1_epi64x(0x7676767676767676LL)), x),
+        high_bits);
+    __m256i z = _mm256_xor_si256(x, _mm256_set1_epi64x(0x1E1E1E1E1E1E1E1ELL));
+    __m256i not_point = _mm256_and_si256(_mm256_or_si256(_mm256_add_epi64(_mm256_and_si256(z, low7), low7), z),
+                                         high_bits);
+    __m256i point = _mm256_andnot_si256(not_point, valid_high);
+    __m256i negative = _mm256_cmpeq_epi64(_mm256_and_si256(x, _mm256_set1_epi64x(0xFF)),
+                                          _mm256_set1_epi64x('-' ^ '0')); /* all ones where the sign is */
+    __m256i minus_bit = _mm256_and_si256(negative, _mm256_set1_epi64x(0x80));
+    /* valid: the non-digits among the number's bytes are exactly its point and its sign, and one point */
+    __m256i bad = _mm256_xor_si256(_mm256_and_si256(not_digit, valid_high), _mm256_or_si256(point, minus_bit));
+    __m256i zero = _mm256_setzero_si256();
+    __m256i no_point = _mm256_cmpeq_epi64(point, zero);
+    __m256i two_points = _mm256_andnot_si256(_mm256_cmpeq_epi64(_mm256_and_si256(point, _mm256_sub_epi64(point,
+                                                  _mm256_set1_epi64x(1))), zero), ones);
+    /* at: bytes before the point (its index); the sum of the bytes of (point - 1) >> 7 & 0x01.. */
+    __m256i below = _mm256_and_si256(_mm256_srli_epi64(_mm256_sub_epi64(point, _mm256_set1_epi64x(1)), 7),
+                                     _mm256_set1_epi64x(0x0101010101010101LL));
+    __m256i at = _mm256_sad_epu8(below, zero);
+    __m256i sign = _mm256_and_si256(negative, _mm256_set1_epi64x(1));
+    __m256i integer_digits = _mm256_sub_epi64(at, sign);
+    __m256i fraction_digits = _mm256_sub_epi64(_mm256_sub_epi64(length, at), _mm256_set1_epi64x(1));
+    /* both at least 1 (the point is neither first nor last); no leading zero before a second digit */
+    __m256i empty_side = _mm256_or_si256(_mm256_cmpgt_epi64(_mm256_set1_epi64x(1), integer_digits),
+                                         _mm256_cmpgt_epi64(_mm256_set1_epi64x(1), fraction_digits));
+    __m256i first_digit = _mm256_and_si256(_mm256_srlv_epi64(x, _mm256_slli_epi64(sign, 3)), _mm256_set1_epi64x(0xFF));
+    __m256i leading_zero = _mm256_and_si256(_mm256_cmpeq_epi64(first_digit, zero),
+                                            _mm256_cmpgt_epi64(integer_digits, _mm256_set1_epi64x(1)));
+    __m256i rejected = _mm256_or_si256(_mm256_or_si256(_mm256_andnot_si256(_mm256_cmpeq_epi64(bad, zero), ones),
+                                                       _mm256_or_si256(no_point, two_points)),
+                                       _mm256_or_si256(empty_side, leading_zero));
+    /* close the point's gap: the sign and integer bytes move up one byte, the sign becomes a zero digit */
+    __m256i before = _mm256_sub_epi64(_mm256_sllv_epi64(_mm256_set1_epi64x(1), _mm256_slli_epi64(at, 3)),
+                                      _mm256_set1_epi64x(1));
+    __m256i integer_part = _mm256_andnot_si256(_mm256_and_si256(negative, _mm256_set1_epi64x(0xFF)),
+                                               _mm256_and_si256(x, before));
+    __m256i through_point = _mm256_or_si256(_mm256_slli_epi64(before, 8), _mm256_set1_epi64x(0xFF));
+    __m256i t = _mm256_or_si256(_mm256_slli_epi64(integer_part, 8), _mm256_andnot_si256(through_point, x));
+    /* digits_value(t, length): the first `length` bytes (one is the leading zero the point left) */
+    t = _mm256_sllv_epi64(t, _mm256_slli_epi64(_mm256_sub_epi64(_mm256_set1_epi64x(8), length), 3));
+    t = _mm256_add_epi64(_mm256_add_epi64(_mm256_slli_epi64(t, 3), _mm256_slli_epi64(t, 1)), _mm256_srli_epi64(t, 8));
+    __m256i pairs = _mm256_set1_epi64x(0x000000FF000000FFLL);
+    __m256i a = _mm256_and_si256(t, pairs), b = _mm256_and_si256(_mm256_srli_epi64(t, 16), pairs);
+    __m256i w = _mm256_add_epi64(
+        _mm256_add_epi64(_mm256_mul_epu32(a, _mm256_set1_epi64x(1000000)),
+                         _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_set1_epi64x(100))),
+        _mm256_add_epi64(_mm256_mul_epu32(b, _mm256_set1_epi64x(10000)), _mm256_srli_epi64(b, 32)));
+    /* w < 10^7: exact as a double (2^52 + w, minus 2^52), and Clinger's division is exact */
+    __m256d magic = _mm256_castsi256_pd(_mm256_set1_epi64x(0x4330000000000000LL));
+    __m256d value = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(w, _mm256_castpd_si256(magic))), magic);
+    __m256d divisor = _mm256_i64gather_pd(EXACT_POWERS_OF_TEN, fraction_digits, 8);
+    value = _mm256_div_pd(value, divisor);
+    value = _mm256_or_pd(value, _mm256_castsi256_pd(_mm256_and_si256(negative, _mm256_set1_epi64x(INT64_MIN))));
+    _mm256_storeu_pd(out, value);
+    return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(rejected));
+}
+#endif
+
+#ifndef HAVE_BATCH
+static const int have_batch = 0;
+#endif
+
 /* Bit i: byte p[i] (of 64) cannot be part of a JSON number: a comma, bracket, space or anything
  * else that is not a digit, '+', '-', '.', 'e' or 'E'. Numbers are the runs between these bits. */
 static inline uint64_t non_number_bytes(const unsigned char *p) {
@@ -266,6 +347,56 @@ static int grow(Output *out) {
     return 0;
 }
 
+/* Short numbers whose conversion waits to be done four at a time, after the walk of a block
+ * (deciding per number when four are there would mispredict once in about three numbers).
+ * Their values go to values[base ...] in order, so a grown buffer still takes them. */
+#define PENDING_MAX 40 /* 33 end in a block, 3 carried over from the one before */
+typedef struct {
+    uint64_t words[PENDING_MAX];
+    int64_t lengths[PENDING_MAX];
+    Py_ssize_t starts[PENDING_MAX];
+    Py_ssize_t base;
+    int count;
+} Pending;
+
+/* Convert the pending numbers four at a time and, with `all`, the last one to three on their own
+ * (else they wait for the next block); a number the batch refuses is parsed on its own.
+ * 0, or -1 when one is not a number this parser takes. */
+static int flush(Pending *pending, int all, const unsigned char *text, const unsigned char *text_end, double *values,
+                 int *fraction) {
+    int k = 0;
+#ifdef HAVE_BATCH
+    for (; k + 4 <= pending->count; k += 4) {
+        unsigned refused = convert_four(&pending->words[k], &pending->lengths[k], &values[pending->base + k]);
+        *fraction = 1;
+        while (refused) {
+            int lane = k + __builtin_ctz(refused);
+            refused &= refused - 1;
+            const unsigned char *start = text + pending->starts[lane];
+            if (parse_number(start, start + pending->lengths[lane], text_end, &values[pending->base + lane],
+                             fraction) < 0)
+                return -1;
+        }
+    }
+#endif
+    if (all) {
+        for (; k < pending->count; k++) {
+            const unsigned char *start = text + pending->starts[k];
+            if (parse_number(start, start + pending->lengths[k], text_end, &values[pending->base + k], fraction) < 0)
+                return -1;
+        }
+    }
+    int left = pending->count - k;
+    for (int i = 0; i < left; i++) {
+        pending->words[i] = pending->words[k + i];
+        pending->lengths[i] = pending->lengths[k + i];
+        pending->starts[i] = pending->starts[k + i];
+    }
+    pending->base += k;
+    pending->count = left;
+    return 0;
+}
+
 static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *out, Py_ssize_t *written_out,
                         Py_ssize_t shape[MAX_DIMS], int *ndim, int *has_fraction) {
     const unsigned char *text_end = text + length;
@@ -273,6 +404,8 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
     Py_ssize_t written = 0, token = 0;   /* token: where the current run of number bytes began */
     Py_ssize_t leaf_start = 0;           /* `written` when the open array of numbers began */
     int depth = 0, leaf = -1, expect_value = 1, done = 0, fraction = 0;
+    Pending pending;
+    pending.count = 0;
     for (int k = 0; k < MAX_DIMS; k++) shape[k] = 0;
     for (Py_ssize_t block = 0; block < length; block += 64) {
         uint64_t separators;
@@ -288,32 +421,39 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
             if (grow(out) < 0) return -2;
         }
         double *values = out->values;
-        /* The common step (a short number then a comma, inside an array of numbers) needs 16
-         * bytes loadable from where the number starts: every start in this block has them. */
-        int safe = block + 64 + 16 <= length;
-        int common = safe && depth == leaf && expect_value;
+        /* The common steps read 8 (in fours) or 16 bytes from where a number starts, inside an array
+         * of numbers: every number that ends in this block has them. */
+        int in_leaf = depth == leaf && expect_value;
+        int batch = have_batch && block + 64 + 8 <= length, single = block + 64 + 16 <= length;
         while (separators) {
             Py_ssize_t at = block + __builtin_ctzll(separators);
             separators &= separators - 1;
             unsigned char c = text[at];
             Py_ssize_t size = at - token;
-#ifdef __SSE2__
-            if (common && c == ',' && (size_t)(size - 1) < 16 &&
-                parse_short_number(text + token, (unsigned)size, &values[written])) { /* the common step */
+            if (in_leaf && (size_t)(size - 1) < 8 && batch && (c == ',' || c == ']')) { /* the common step */
+                if (pending.count == 0) pending.base = written;
+                pending.words[pending.count] = load8(text + token);
+                pending.lengths[pending.count] = size;
+                pending.starts[pending.count++] = token;
                 written++;
-                fraction = 1;
                 token = at + 1;
-                continue;
-            }
-#endif
-            if (size > 0) { /* a number in text[token:at] */
+                if (c == ',') continue;
+                expect_value = 0; /* then the bracket below closes the array */
+            } else if (size > 0) { /* any other number in text[token:at] */
+                if (pending.count && flush(&pending, 1, text, text_end, values, &fraction) < 0) return -1;
                 if (!expect_value || depth == 0 || done) return -1;
                 if (leaf < 0) leaf = depth;
                 else if (depth != leaf) return -1;
-                if (parse_number(text + token, text + at, text_end, &values[written++], &fraction) < 0) return -1;
+#ifdef __SSE2__
+                if (!(single && size <= 16 && parse_short_number(text + token, (unsigned)size, &values[written])))
+#endif
+                    if (parse_number(text + token, text + at, text_end, &values[written], &fraction) < 0) return -1;
+                written++;
                 expect_value = 0;
+                token = at + 1;
+            } else {
+                token = at + 1;
             }
-            token = at + 1;
             if (!is_space(c)) {
                 if (done) return -1;
                 if (c == ',') {
@@ -335,9 +475,11 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
                     return -1;
                 }
             }
-            common = safe && depth == leaf && expect_value;
+            in_leaf = depth == leaf && expect_value;
         }
+        if (pending.count >= 4 && flush(&pending, 0, text, text_end, values, &fraction) < 0) return -1;
     }
+    if (pending.count && flush(&pending, 1, text, text_end, out->values, &fraction) < 0) return -1;
     if (token < length || !done || leaf < 0) return -1;
     *ndim = leaf;
     *written_out = written;
@@ -404,4 +546,10 @@ static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_speedups",
                                         "C helpers of the request path (native/speedups.c).", -1, methods,
                                         NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+#ifdef HAVE_BATCH
+    __builtin_cpu_init();
+    have_batch = __builtin_cpu_supports("avx2");
+#endif
+    return PyModule_Create(&module_def);
+}
