@@ -222,7 +222,7 @@ static inline __attribute__((always_inline)) int parse_short_number(const unsign
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_BATCH 1
-static int have_batch; /* set once at import: the CPU runs AVX2, so convert_four() can run */
+static int have_batch; /* convert_four() runs: the CPU has AVX2 (set at import; set_batch() for tests) */
 
 /* Four short numbers at once (AVX2): lane k is words[k], the first 8 bytes at a number that
  * takes lengths[k] (1 to 8) of them, in the form -?D+.D+ without a leading zero. Writes lane k's
@@ -536,7 +536,20 @@ static PyObject *parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     return Py_BuildValue("(NNO)", buffer, dims, has_fraction ? Py_True : Py_False);
 }
 
+static PyObject *set_batch(PyObject *module, PyObject *arg) {
+    (void)module;
+    int enable = PyObject_IsTrue(arg);
+    if (enable < 0) return NULL;
+#ifdef HAVE_BATCH
+    have_batch = enable && __builtin_cpu_supports("avx2");
+#endif
+    return PyBool_FromLong(have_batch);
+}
+
 static PyMethodDef methods[] = {
+    {"set_batch", set_batch, METH_O,
+     "set_batch(enabled) -> bool: convert short numbers four at a time (AVX2, the default where the CPU has it)\n"
+     "or one at a time; returns whether batches are now in use. For tests of both paths."},
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL,
      "parse(text: bytes, start=0, stop=len(text)) -> (bytearray of float64, shape, has_fraction), or None\n"
      "when text[start:stop] is not certainly a regular JSON array of numbers this parser converts exactly."},

@@ -13,6 +13,16 @@ from app import _speedups
 from native.pow5_table import entries
 
 
+@pytest.fixture(params=["four at a time", "one at a time"])
+def conversion(request):
+    """Run a test with short numbers converted four at a time (AVX2, where the CPU has it) and one at a time."""
+    batches = _speedups.set_batch(request.param == "four at a time")
+    if request.param == "four at a time" and not batches:
+        pytest.skip("this CPU has no AVX2: numbers are converted one at a time")
+    yield request.param
+    _speedups.set_batch(True)
+
+
 def parsed(text: bytes) -> np.ndarray | None:
     result = _speedups.parse(text)
     if result is None:
@@ -58,7 +68,7 @@ def test_the_c_helpers_are_built_for_the_tests():
     assert _speedups.parse(b"[0.5]") is not None  # make test builds them: the fast path is what is tested
 
 
-def test_numbers_convert_bit_for_bit_as_the_generic_path_converts_them():
+def test_numbers_convert_bit_for_bit_as_the_generic_path_converts_them(conversion):
     rng = random.Random(11)
     for _ in range(200):
         text = ("[" + ",".join(random_tokens(rng, 500)) + "]").encode()
@@ -73,7 +83,7 @@ def test_numbers_convert_bit_for_bit_as_the_generic_path_converts_them():
     "5e-324", "1e22", "1e-22", "4503599627370497.5", "9999999999999999999", "3.0e-5", "0.00019000160734350402",
     "-0.5", "12345678.12345678", "123456789.5", "1.000000000000000000", "0.0000000000000000001234",
 ])
-def test_hard_cases_convert_like_the_generic_path(token):
+def test_hard_cases_convert_like_the_generic_path(token, conversion):
     text = f"[{token}, 0.5]".encode()
     got = parsed(text)
     assert got is not None and same_bits(got, generic(text))
@@ -86,8 +96,17 @@ def test_hard_cases_convert_like_the_generic_path(token):
     b"[--1]", b"[1-2]", b"[1.5.5]", b"[0x10]", b"[NaN]", b"[true]", b'["1"]', b"[{}]", b"[0.5]]", b"[[0.5]",
     b"[0.5] x", b"0.5", b"", b"[" * 33 + b"0.5" + b"]" * 33, b"[0.5\xff]",
 ])
-def test_anything_but_a_regular_array_of_convertible_numbers_is_refused(text):
+def test_anything_but_a_regular_array_of_convertible_numbers_is_refused(text, conversion):
     assert _speedups.parse(text) is None
+
+
+@pytest.mark.parametrize("token", ["01.5", "-00.5", "00", "1.", ".5", "+1.5", "1..5", "-.5", "1.5-", "--1.5", "1-.5",
+                                   "0.-5", "1e", "1.5e+", "-", ".", "1.5.", "0x1.5"])
+def test_a_malformed_number_among_many_short_ones_is_refused_wherever_it_stands(token, conversion):
+    for position in (0, 1, 2, 3, 5, 70, 199):  # every lane of a batch of four, and past the first block
+        numbers = ["0.25"] * 200
+        numbers[position] = token
+        assert _speedups.parse(("[" + ",".join(numbers) + "]").encode()) is None, (token, position)
 
 
 def test_the_shape_and_whether_any_number_has_a_fraction_come_back_with_the_numbers():
@@ -110,12 +129,23 @@ def test_a_slice_of_the_body_is_parsed_in_place_and_the_bounds_are_checked():
         _speedups.parse("[0.5]")
 
 
-def test_long_texts_grow_the_buffer_and_keep_every_number_in_order():
+def test_long_texts_grow_the_buffer_and_keep_every_number_in_order(conversion):
     values = np.random.default_rng(4).random((300, 257)).round(5)
     text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
     assert same_bits(parsed(text), values)
     ones = b"[" + b",".join([b"1"] * 5000) + b"]"  # short numbers: more than the first guess of room
     assert parsed(ones).shape == (5000,)
+
+
+def test_short_numbers_in_fours_mixed_with_long_ones_and_refused_ones_keep_their_places(conversion):
+    rng = random.Random(5)
+    for _ in range(300):  # lengths around the 8-byte batch limit, signs, rows that end mid-batch
+        rows = [[rng.choice(["0.5", "-1.25", "12.5", "-0.125", "3.14159", "0.1234567", "-12345.67", "1e-3", "7",
+                             "123456789.123", "0.12345678901234567", "-0", "-0.0", "0.0"])
+                 for _ in range(rng.randint(1, 11))]] * rng.randint(1, 5)
+        text = ("[" + ",".join("[" + ", ".join(row) + "]" for row in rows) + "]").encode()
+        got = parsed(text)
+        assert got is not None and same_bits(got, generic(text)), text
 
 
 def test_the_power_of_five_table_is_the_one_eisel_lemire_needs():

@@ -12,10 +12,14 @@ from app.api.tensor_json import decode_tensor_body, skeleton
 from tests.mutations import mutated
 
 
-@pytest.fixture(params=["C parser", "simdjson, skeleton", "simdjson, array walk"])
+@pytest.fixture(params=["C parser", "C parser, one at a time", "simdjson, skeleton", "simdjson, array walk"])
 def regularity_proof(request, monkeypatch):
-    """Run a test under the C parser and under simdjson with each of its two proofs of regular nesting."""
-    if request.param != "C parser":
+    """Run a test under the C parser (short numbers in fours, and one at a time) and under simdjson
+    with each of its two proofs of regular nesting."""
+    if request.param.startswith("C parser"):
+        tensor_json.native.set_batch(request.param == "C parser")
+        request.addfinalizer(lambda: tensor_json.native.set_batch(True))
+    else:
         monkeypatch.setattr(tensor_json, "native", None)
     monkeypatch.setattr(tensor_json, "_BYTES_PER_WALKED_ARRAY", 10**9 if request.param.endswith("skeleton") else 0)
     return request.param
