@@ -15,7 +15,7 @@ $(BIN)/.runtime: requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements.txt
 	touch $@
 
-$(NATIVE): $(BIN)/.runtime native/speedups.c native/pow5_table.py native/build.py
+$(NATIVE): $(BIN)/.runtime native/speedups.c native/numbers.h native/pow5_table.py native/build.py
 	$(BIN)/python native/build.py
 	touch $@
 

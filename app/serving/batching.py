@@ -54,7 +54,6 @@ class Batcher:
     # -- callers ---------------------------------------------------------------
     def submit(self, inputs: Arrays, rows: int) -> Arrays:
         """Run one validated request (alone or merged with others) and return its own outputs."""
-        now = time.perf_counter()
         with self._cond:
             if self._closed:
                 raise errors.ModelNotAvailable("the model version is unloading", {"state": "UNLOADING"})
@@ -73,7 +72,7 @@ class Batcher:
                     raise errors.Overloaded(f"the queue holds {self._queued_rows} rows (limit {limit}); retry later",
                                             {"queued_rows": self._queued_rows, "max_queue_rows": limit},
                                             retry_after=1)
-                pending = Pending(inputs, rows, now, self.settings.request_timeout)
+                pending = Pending(inputs, rows, time.perf_counter(), self.settings.request_timeout)
                 self._queue.append(pending)
                 self._queued_rows += rows
                 if self._worker_waiting:
@@ -94,7 +93,7 @@ class Batcher:
             if not direct:
                 self._busy = False
             self._inflight -= 1
-            self._stats.record_batch((0.0,), rows, inline=True)
+            self._stats.record_inline(rows)
             self._stats.errors += error is not None
             if (self._queue or self._closed) and self._worker_waiting:
                 self._cond.notify()

@@ -108,7 +108,8 @@ def conform(arrays: Arrays, signature: Signature, max_rows: int) -> tuple[Arrays
     Infinity, so only binary tensors (`check_finite`) need a scan, which under load costs more
     than its arithmetic: numpy releases the GIL for it, and a busy worker's other threads take it.
     """
-    check_input_names(arrays.keys(), signature.input_names, where="inputs")
+    if tuple(arrays) != signature.input_names:  # in the model's order: nothing to check
+        check_input_names(arrays.keys(), signature.input_names, where="inputs")
     rows_by_input = {name: (array.shape[0] if array.ndim else 0) for name, array in arrays.items()}
     rows = max(rows_by_input.values(), default=0)
     if rows == 0:
@@ -123,14 +124,14 @@ def conform(arrays: Arrays, signature: Signature, max_rows: int) -> tuple[Arrays
 
 
 def _conform_one(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    expected = list(spec.shape)
-    received = list(array.shape)
-    if len(received) != len(expected) or any(
-            want is not None and want != got for want, got in zip(expected[1:], received[1:])):
+    received = array.shape
+    if len(received) != len(spec.shape) or (received[1:] != spec.row_shape if spec.row_shape is not None else any(
+            want is not None and want != got for want, got in zip(spec.shape[1:], received[1:]))):
+        expected = list(spec.shape)
         raise InputMismatch(
             f"input {spec.name!r} expects shape {_shape_text(expected)} but received {_shape_text(received)}",
-            {"input": spec.name, "expected": expected, "received": received}, code="shape_mismatch")
-    target = np.dtype(spec.dtype)
+            {"input": spec.name, "expected": expected, "received": list(received)}, code="shape_mismatch")
+    target = spec.numpy_dtype
     if array.dtype.kind == "b" and target.kind != "b":
         raise InputMismatch(f"input {spec.name!r} takes {spec.dtype}, not booleans",
                             {"input": spec.name, "expected_dtype": spec.dtype}, code="dtype_mismatch")

@@ -69,13 +69,20 @@ def bucket(rows: int) -> int:
 
 @dataclass(frozen=True)
 class _Slot:
-    """One interpreter sized for `rows` rows, its tensor indices, and the lock that guards it."""
+    """One interpreter sized for `rows` rows, its tensor indices, and the lock that guards it.
+
+    `set_tensor`, `invoke` and `get_tensor` are the interpreter's own calls, taken from its
+    C++ wrapper when it has one: the Python methods add three frames and a reference-count
+    check that guards views from `tensor()`, which this module never takes."""
 
     rows: int
     interpreter: Any
     inputs: tuple[tuple[str, int, tuple[int, ...], np.dtype], ...]  # name, index, row shape, dtype
     outputs: tuple[tuple[str, int], ...]                         # name, index
     lock: threading.Lock
+    set_tensor: Any
+    invoke: Any
+    get_tensor: Any
 
 
 class LiteModel:
@@ -166,23 +173,28 @@ class LiteModel:
             raise LiteUnavailable(f"the converted model has {len(output_indices)} outputs, "
                                   f"not {len(self.signature.outputs)}")
         outputs = tuple(zip(self.signature.output_names, output_indices))
-        return _Slot(rows, interpreter, tuple(inputs), outputs, threading.Lock())
+        wrapper = getattr(interpreter, "_interpreter", None)
+        calls = ((wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor)
+                 if all(hasattr(wrapper, name) for name in ("SetTensor", "Invoke", "GetTensor"))
+                 else (interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor))
+        return _Slot(rows, interpreter, tuple(inputs), outputs, threading.Lock(), *calls)
 
 
 def _run(slot: _Slot, inputs: Arrays, rows: int) -> Arrays:
-    """One interpreter call under the slot's lock; outputs are copies cut to `rows` rows."""
+    """One interpreter call under the slot's lock; outputs are copies (cut to `rows` rows)."""
     with slot.lock:
-        interpreter = slot.interpreter
         for name, index, row_shape, dtype in slot.inputs:
-            interpreter.set_tensor(index, _padded(inputs[name], slot.rows, row_shape, dtype))
-        interpreter.invoke()
-        return {name: interpreter.get_tensor(index)[:rows] for name, index in slot.outputs}
+            slot.set_tensor(index, _padded(inputs[name], slot.rows, row_shape, dtype))
+        slot.invoke()
+        if rows == slot.rows:
+            return {name: slot.get_tensor(index) for name, index in slot.outputs}
+        return {name: slot.get_tensor(index)[:rows] for name, index in slot.outputs}
 
 
 def _padded(array: np.ndarray, rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """`array` with zero rows appended up to `rows` (itself when it already fits)."""
+    """`array` with zero rows appended up to `rows` (itself, C-contiguous, when it already fits)."""
     if len(array) == rows:
-        return np.ascontiguousarray(array)
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
     out = np.zeros((rows, *row_shape), dtype=dtype)
     out[:len(array)] = array
     return out

@@ -24,11 +24,21 @@ class ModelState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output: numpy dtype name and full shape (batch first, None = variable)."""
+    """One named input or output: numpy dtype name and full shape (batch first, None = variable).
+
+    `numpy_dtype` and `row_shape` (the shape after the batch, None when a dimension varies) are
+    derived once: every request reads them."""
 
     name: str
     dtype: str
     shape: tuple[int | None, ...]
+    numpy_dtype: np.dtype = field(init=False, repr=False, compare=False)
+    row_shape: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numpy_dtype", np.dtype(self.dtype))
+        rest = self.shape[1:]
+        object.__setattr__(self, "row_shape", None if None in rest else rest)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}

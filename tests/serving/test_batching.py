@@ -301,3 +301,13 @@ def test_without_shared_calls_each_request_runs_on_its_own_thread_beside_a_busy_
     stats = batcher.stats()
     assert stats["batches"] == 2 and stats["inline_batches"] == 2 and stats["requests"] == 2
     batcher.close()
+
+
+def test_an_inline_request_is_counted_as_a_batch_of_one_that_did_not_wait():
+    from app.serving.batch_stats import BatchStats
+
+    inline, batch = BatchStats(), BatchStats()
+    for rows in (1, 3, 32, 300):
+        inline.record_inline(rows)
+        batch.record_batch((0.0,), rows, inline=True)
+    assert inline.snapshot() == batch.snapshot()
