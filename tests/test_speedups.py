@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import struct
 
@@ -9,8 +10,14 @@ import numpy as np
 import orjson
 import pytest
 
-from app import _speedups
 from native.pow5_table import entries
+
+try:
+    from app import _speedups
+except ImportError:
+    if os.environ.get("CI") == "true":
+        raise  # CI builds them (make test): their tests must run there
+    pytest.skip("the C helpers are not built (make native needs gcc)", allow_module_level=True)
 
 
 @pytest.fixture(params=["four at a time", "one at a time"])
@@ -62,10 +69,6 @@ def random_tokens(rng: random.Random, count: int) -> list[str]:
         else:
             tokens.append(f"-{rng.randint(0, 99)}.{rng.randint(0, 9999):04d}e{rng.randint(-30, 30):+d}")
     return tokens
-
-
-def test_the_c_helpers_are_built_for_the_tests():
-    assert _speedups.parse(b"[0.5]") is not None  # make test builds them: the fast path is what is tested
 
 
 def test_numbers_convert_bit_for_bit_as_the_generic_path_converts_them(conversion):
