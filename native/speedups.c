@@ -24,16 +24,18 @@
 #define MAX_DIMS 32
 
 /* Bit i: byte p[i] (of 64) cannot be part of a JSON number: a comma, bracket, space or anything
- * else that is not a digit, '+', '-', '.', 'e' or 'E'. Numbers are the runs between these bits. */
-static inline uint64_t non_number_bytes(const unsigned char *p) {
-    uint64_t mask = 0;
+ * else that is not a digit, '+', '-', '.', 'e' or 'E'. Numbers are the runs between these bits.
+ * *commas: the same for the commas alone. */
+static inline uint64_t non_number_bytes(const unsigned char *p, uint64_t *commas) {
+    uint64_t mask = 0, comma_mask = 0;
 #ifdef __SSE2__
     const __m128i low = _mm_set1_epi8(0x2B), high = _mm_set1_epi8(0x39); /* '+' .. '9' */
     for (int i = 0; i < 4; i++) {
         __m128i x = _mm_loadu_si128((const __m128i *)(p + 16 * i));
         __m128i in_range = _mm_cmpeq_epi8(_mm_min_epu8(_mm_max_epu8(x, low), high), x);
-        __m128i comma_or_slash = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(',')),
-                                              _mm_cmpeq_epi8(x, _mm_set1_epi8('/')));
+        __m128i comma = _mm_cmpeq_epi8(x, _mm_set1_epi8(','));
+        __m128i comma_or_slash = _mm_or_si128(comma, _mm_cmpeq_epi8(x, _mm_set1_epi8('/')));
+        comma_mask |= (uint64_t)(uint16_t)_mm_movemask_epi8(comma) << (16 * i);
         __m128i exponent = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('e')), _mm_cmpeq_epi8(x, _mm_set1_epi8('E')));
         __m128i number = _mm_or_si128(_mm_andnot_si128(comma_or_slash, in_range), exponent);
         mask |= (uint64_t)(uint16_t)~_mm_movemask_epi8(number) << (16 * i);
@@ -43,8 +45,10 @@ static inline uint64_t non_number_bytes(const unsigned char *p) {
         unsigned char c = p[i];
         int number = is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
         mask |= (uint64_t)!number << i;
+        comma_mask |= (uint64_t)(c == ',') << i;
     }
 #endif
+    *commas = comma_mask;
     return mask;
 }
 
@@ -132,14 +136,14 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
     pending.count = 0;
     for (int k = 0; k < MAX_DIMS; k++) shape[k] = 0;
     for (Py_ssize_t block = 0; block < length; block += 64) {
-        uint64_t separators;
+        uint64_t separators, commas;
         if (length - block >= 64) {
-            separators = non_number_bytes(text + block);
+            separators = non_number_bytes(text + block, &commas);
         } else {
             unsigned char tail[64];
             memset(tail, ' ', sizeof tail);
             memcpy(tail, text + block, (size_t)(length - block));
-            separators = non_number_bytes(tail) & (UINT64_MAX >> (64 - (length - block)));
+            separators = non_number_bytes(tail, &commas) & (UINT64_MAX >> (64 - (length - block)));
         }
         while (out->capacity - written < 33) { /* a block ends at most 33 numbers (32, and one begun before) */
             if (grow(out) < 0) return -2;
@@ -149,6 +153,19 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
          * of numbers: every number that ends in this block has them. */
         int in_leaf = depth == leaf && expect_value;
         int batch = have_batch && block + 64 + 8 <= length, single = block + 64 + 16 <= length;
+        if (in_leaf && batch && separators == commas) { /* the usual block: short numbers between commas */
+            while (separators) {
+                Py_ssize_t at = block + __builtin_ctzll(separators), size = at - token;
+                if ((size_t)(size - 1) >= 8) break; /* this one, and the rest, take the walk below */
+                separators &= separators - 1;
+                if (pending.count == 0) pending.base = written;
+                pending.words[pending.count] = load8(text + token);
+                pending.lengths[pending.count] = size;
+                pending.starts[pending.count++] = token;
+                written++;
+                token = at + 1;
+            }
+        }
         while (separators) {
             Py_ssize_t at = block + __builtin_ctzll(separators);
             separators &= separators - 1;
