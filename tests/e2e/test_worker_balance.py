@@ -1,0 +1,67 @@
+"""Keep-alive connections end up shared between gunicorn's workers (app/gunicorn_worker.py)."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, running_server
+
+pytestmark = pytest.mark.e2e
+
+
+def _workers(master: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                found.append(int(entry.name))
+    return found
+
+
+def _established_on(port: int) -> set[str]:
+    """Socket inodes of the server side of established connections to `port`."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+            inodes.add(fields[9])
+    return inodes
+
+
+def _held_by(pid: int, inodes: set[str]) -> int:
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            held += 1
+    return held
+
+
+def test_a_burst_of_keep_alive_connections_is_shared_between_the_workers():
+    with running_server(ROOT / "models", {"WEB_CONCURRENCY": "2"}) as base:
+        port = int(base.rsplit(":", 1)[1])
+        workers = _workers(base.pid)
+        assert len(workers) == 2
+        for _ in range(3):  # without the balancing, one worker now and then took every connection
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+            try:
+                for client in clients:  # one request each: every connection has been accepted
+                    client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                for client in clients:
+                    assert client.recv(4096).startswith(b"HTTP/1.1 200")
+                established = _established_on(port)
+                held = [_held_by(pid, established) for pid in workers]
+                assert sum(held) == 16 and min(held) >= 6, held
+            finally:
+                for client in clients:
+                    client.close()
