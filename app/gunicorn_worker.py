@@ -12,8 +12,9 @@ for as long as the clients stay (measured: 32 connections all on one of two work
 1.9k req/s instead of 4.6k). So each worker publishes how many connections it holds in a table
 shared by all (created in the master, before the fork), and a worker holding more than one
 connection more than the least loaded live worker waits a millisecond before accepting, which
-lets that one take the connection. It never waits more than `MAX_DEFER_S` in a row: a stuck
-or slow worker cannot hold connections back.
+lets that one take the connection. When the others have taken nothing for `MAX_DEFER_S` (busy,
+or stuck), it stops deferring for `BUSY_PAUSE_S`: no connection waits more than that long for a
+worker that will not come, and a large burst is not accepted at one connection per wait.
 """
 from __future__ import annotations
 
@@ -27,16 +28,17 @@ from app.queue_wait import set_queue_wait
 
 SLOTS = 64                # workers that can publish at once (more: the extra ones do not balance)
 DEFER_S = 0.001           # how long a worker over its share waits before it looks again
-MAX_DEFER_S = 0.005       # the longest it waits in a row before it accepts anyway
+MAX_DEFER_S = 0.005       # the longest a worker defers while the others take nothing
+BUSY_PAUSE_S = 0.1        # then it accepts without deferring for this long
 TOLERANCE = 1             # connections a worker may hold above the least loaded one
 
 # (pid, open connections) per worker; created at import, i.e. in the master, and inherited by every worker.
 _table = multiprocessing.RawArray("q", 2 * SLOTS)
 
 
-def should_defer(own: int, others: list[int], deferring_for: float) -> bool:
+def should_defer(own: int, others: list[int]) -> bool:
     """Whether a worker holding `own` connections lets the others (holding `others`) accept first."""
-    return bool(others) and own > min(others) + TOLERANCE and deferring_for < MAX_DEFER_S
+    return bool(others) and own > min(others) + TOLERANCE
 
 
 def _alive(pid: int) -> bool:
@@ -55,8 +57,9 @@ class QueueTimedThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         self._slot = self._claim_slot()
         self._defer_until = 0.0
-        self._deferring_since: float | None = None  # when this run of deferrals began
-        self._last_deferral = 0.0
+        self._deferring_since: float | None = None  # this run of deferrals (the others took nothing)
+        self._last_deferral = float("-inf")
+        self._eager_until = float("-inf")  # the others were busy: accept without deferring until then
         super().init_process()
 
     def _claim_slot(self) -> int | None:
@@ -82,18 +85,17 @@ class QueueTimedThreadWorker(ThreadWorker):
 
     def accept(self, listener) -> None:
         now = time.monotonic()
-        if self._slot is not None:
-            if self._deferring_since is not None and now - self._last_deferral > 3 * DEFER_S:
-                self._deferring_since = None  # the listener went quiet since: a new burst
-            waited = 0.0 if self._deferring_since is None else now - self._deferring_since
-            if should_defer(self.nr_conns, self._others(), waited):
-                if self._deferring_since is None:
-                    self._deferring_since = now
-                self._last_deferral = now
-                self._defer_until = now + DEFER_S
-                super().set_accept_enabled(False)
-                return
-        self._deferring_since = None
+        if self._slot is not None and now >= self._eager_until:
+            if not should_defer(self.nr_conns, self._others()):
+                self._deferring_since = None  # within its share (the others took what it left)
+            else:
+                if self._deferring_since is None or now - self._last_deferral > 3 * DEFER_S:
+                    self._deferring_since = now  # a new run of deferrals
+                if now - self._deferring_since < MAX_DEFER_S:
+                    self._last_deferral, self._defer_until = now, now + DEFER_S
+                    super().set_accept_enabled(False)
+                    return
+                self._eager_until, self._deferring_since = now + BUSY_PAUSE_S, None
         super().accept(listener)
         self._publish()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -25,14 +26,31 @@ def _workers(master: int) -> list[int]:
     return found
 
 
-def _established_on(port: int) -> set[str]:
-    """Socket inodes of the server side of established connections to `port`."""
+def _established_on(port: int, states: tuple[str, ...] = ("01",)) -> set[str]:
+    """Socket inodes of the server side of connections to `port` (01: established, 08: close wait)."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+        if int(fields[1].split(":")[1], 16) == port and fields[3] in states:
             inodes.add(fields[9])
     return inodes
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _wait_until_idle(pids: list[int], timeout: float = 120) -> None:
+    """Until no worker is still loading (a loading worker holds its GIL and accepts late, and
+    then the others rightly take the connections): no CPU tick in 0.3 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [_cpu_ticks(pid) for pid in pids]
+        time.sleep(0.3)
+        if [_cpu_ticks(pid) for pid in pids] == before:
+            return
+    raise AssertionError("the workers never went idle")
 
 
 def _held_by(pid: int, inodes: set[str]) -> int:
@@ -52,6 +70,7 @@ def test_a_burst_of_keep_alive_connections_is_shared_between_the_workers():
         port = int(base.rsplit(":", 1)[1])
         workers = _workers(base.pid)
         assert len(workers) == 2
+        _wait_until_idle(workers)
         for _ in range(3):  # without the balancing, one worker now and then took every connection
             clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
             try:
@@ -65,3 +84,7 @@ def test_a_burst_of_keep_alive_connections_is_shared_between_the_workers():
             finally:
                 for client in clients:
                     client.close()
+            deadline = time.monotonic() + 5  # until the workers have closed their side (their counts drop)
+            while (sum(_held_by(pid, _established_on(port, ("01", "08"))) for pid in workers)
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
