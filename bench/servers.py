@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support import free_port, stop
+from tests.support import children, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn"]
@@ -63,20 +63,6 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float, log_path: Pat
             return
         time.sleep(0.1 if ok else 0.3)
     raise RuntimeError(f"server not ready on {base} after {timeout}s:\n{log_path.read_text()[-3000:]}")
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (gunicorn's workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def rss_mb(pid: int) -> float:

@@ -80,6 +80,15 @@ typedef struct {
     int count;
 } Pending;
 
+/* Queue the short number text[start:start+size] for values[index] (indexes follow each other). */
+static inline void queue_number(Pending *pending, const unsigned char *text, Py_ssize_t start, Py_ssize_t size,
+                                Py_ssize_t index) {
+    if (pending->count == 0) pending->base = index;
+    pending->words[pending->count] = load8(text + start);
+    pending->lengths[pending->count] = size;
+    pending->starts[pending->count++] = start;
+}
+
 /* Convert the pending numbers four at a time and, with `all`, the last one to three on their own
  * (else they wait for the next block); a number the batch refuses is parsed on its own.
  * 0, or -1 when one is not a number this parser takes. */
@@ -158,11 +167,7 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
                 Py_ssize_t at = block + __builtin_ctzll(separators), size = at - token;
                 if ((size_t)(size - 1) >= 8) break; /* this one, and the rest, take the walk below */
                 separators &= separators - 1;
-                if (pending.count == 0) pending.base = written;
-                pending.words[pending.count] = load8(text + token);
-                pending.lengths[pending.count] = size;
-                pending.starts[pending.count++] = token;
-                written++;
+                queue_number(&pending, text, token, size, written++);
                 token = at + 1;
             }
         }
@@ -172,11 +177,7 @@ static int parse_tensor(const unsigned char *text, Py_ssize_t length, Output *ou
             unsigned char c = text[at];
             Py_ssize_t size = at - token;
             if (in_leaf && (size_t)(size - 1) < 8 && batch && (c == ',' || c == ']')) { /* the common step */
-                if (pending.count == 0) pending.base = written;
-                pending.words[pending.count] = load8(text + token);
-                pending.lengths[pending.count] = size;
-                pending.starts[pending.count++] = token;
-                written++;
+                queue_number(&pending, text, token, size, written++);
                 token = at + 1;
                 if (c == ',') continue;
                 expect_value = 0; /* then the bracket below closes the array */

@@ -75,3 +75,17 @@ def _wait(base: str, proc: subprocess.Popen, timeout: float, path: str, log_path
             pass
         time.sleep(0.2)
     raise RuntimeError(f"gunicorn not ready on {base}{path} after {timeout}s:\n{log_path.read_text()[-3000:]}")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (gunicorn's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found

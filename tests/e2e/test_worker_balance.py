@@ -8,22 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, running_server
+from tests.support import ROOT, children, running_server
 
 pytestmark = pytest.mark.e2e
-
-
-def _workers(master: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                found.append(int(entry.name))
-    return found
 
 
 def _established_on(port: int, states: tuple[str, ...] = ("01",)) -> set[str]:
@@ -68,7 +55,7 @@ def _held_by(pid: int, inodes: set[str]) -> int:
 def test_a_burst_of_keep_alive_connections_is_shared_between_the_workers():
     with running_server(ROOT / "models", {"WEB_CONCURRENCY": "2"}) as base:
         port = int(base.rsplit(":", 1)[1])
-        workers = _workers(base.pid)
+        workers = children(base.pid)
         assert len(workers) == 2
         _wait_until_idle(workers)
         for _ in range(3):  # without the balancing, one worker now and then took every connection
