@@ -76,7 +76,7 @@ class _Slot:
     check that guards views from `tensor()`, which this module never takes."""
 
     rows: int
-    interpreter: Any
+    interpreter: Any  # not called on the hot path: it owns the model the C++ wrapper reads
     inputs: tuple[tuple[str, int, tuple[int, ...], np.dtype], ...]  # name, index, row shape, dtype
     outputs: tuple[tuple[str, int], ...]                         # name, index
     lock: threading.Lock

@@ -84,7 +84,9 @@ def test_anything_unusual_is_left_to_the_generic_path(body, regularity_proof):
 def test_random_mutations_never_decode_to_something_the_generic_path_would_not(regularity_proof):
     rng = random.Random(7)
     seeds = [b'{"model":"m","instances":[[0.5,1.25,-3e-2],[4,5.5,6]]}',
-             b'{"inputs":[[[0.5],[1.5]],[[2.5],[3.5]]],"version":1}']
+             b'{"inputs":[[[0.5],[1.5]],[[2.5],[3.5]]],"version":1}',
+             # long enough for the C parser to convert short numbers in fours (texts past 72 bytes)
+             b'{"instances":[' + b",".join([b"[0.25,-1.5,0.125,3.75,-0.5,12.5,0.0625,-7.25]"] * 4) + b"]}"]
     alphabet = b'[],.-+eE0159 "{}:tn\\'
     decoded_count = 0
     for _ in range(6000):
