@@ -1,7 +1,19 @@
-"""The worker's accept balancing rule (the end-to-end test of the worker is in tests/e2e)."""
+"""The worker's accept balancing rule and its shared table (the end-to-end tests of the worker are in tests/e2e)."""
 from __future__ import annotations
 
-from app.gunicorn_worker import TOLERANCE, should_defer
+import json
+import multiprocessing
+import os
+import queue
+
+import pytest
+from gunicorn.http import errors as http
+
+from app.gunicorn.http_errors import error_answer
+from app.gunicorn.table import ConnectionTable, process_identity
+from app.gunicorn.worker import TOLERANCE, should_defer
+
+FORK = multiprocessing.get_context("fork")
 
 
 def test_a_worker_over_its_share_lets_the_least_loaded_one_accept():
@@ -16,3 +28,111 @@ def test_a_worker_within_its_share_accepts_at_once():
 
 def test_the_only_live_worker_accepts_at_once():
     assert not should_defer(own=50, others=[])
+
+
+def _claim_when_told(table: ConnectionTable, go, claimed, done) -> None:
+    go.wait()
+    claimed.put(table.claim(preferred=0, master=os.getppid()))
+    done.wait()  # stay alive: a dead worker's slot may rightly be taken again
+
+
+@pytest.fixture
+def workers():
+    """Start forked children that each claim a slot of `table` at the same moment; yield their slots."""
+    started = []
+
+    def start(table: ConnectionTable, count: int) -> list[int | None]:
+        go, done, claimed = FORK.Event(), FORK.Event(), FORK.Queue()
+        started.append(done)
+        procs = [FORK.Process(target=_claim_when_told, args=(table, go, claimed, done)) for _ in range(count)]
+        for proc in procs:
+            proc.start()
+        started.extend(procs)
+        go.set()
+        return [claimed.get(timeout=60) for _ in procs]
+
+    yield start
+    for item in started:
+        if isinstance(item, multiprocessing.process.BaseProcess):
+            item.join(timeout=30)
+        else:
+            item.set()
+
+
+def test_a_claim_waits_for_the_lock_the_table_shares_with_every_fork():
+    """Two workers checking the same free slot at once would both take it: claims run one at a time."""
+    table = ConnectionTable(slots=4, claim_timeout=120)
+    go, done, claimed = FORK.Event(), FORK.Event(), FORK.Queue()
+    child = FORK.Process(target=_claim_when_told, args=(table, go, claimed, done))
+    with table._lock:  # another worker is claiming
+        child.start()
+        go.set()
+        with pytest.raises(queue.Empty):
+            claimed.get(timeout=0.5)
+    try:
+        assert claimed.get(timeout=60) == 0
+    finally:
+        done.set()
+        child.join(timeout=30)
+
+
+def test_workers_claiming_together_get_different_slots(workers):
+    slots = workers(ConnectionTable(slots=16), 8)
+    assert None not in slots and len(set(slots)) == 8, slots
+
+
+def test_a_live_worker_keeps_its_slot_and_a_full_table_claims_none(workers):
+    table = ConnectionTable(slots=3)
+    assert sorted(workers(table, 3)) == [0, 1, 2]
+    assert workers(table, 1) == [None]
+
+
+def test_a_dead_workers_slot_is_claimed_again():
+    table = ConnectionTable(slots=1)
+    proc = FORK.Process(target=table.claim, kwargs={"preferred": 0, "master": os.getpid()})
+    proc.start()
+    proc.join(timeout=30)
+    assert not table.is_live(0, os.getpid())
+    assert table.claim(preferred=0, master=os.getppid()) == 0
+
+
+def test_a_reused_pid_does_not_pass_for_the_worker_that_held_it():
+    """A process that has the slot's pid but not its parent or its start time is not that worker."""
+    table = ConnectionTable(slots=2)
+    assert table.claim(preferred=0, master=os.getppid()) == 0
+    assert table.is_live(0, master=os.getppid())
+    assert not table.is_live(0, master=os.getpid())  # alive, but not a child of this master
+    parent, started = process_identity(os.getpid())
+    table._set(0, 1, started + 1)  # the same pid, started at another time
+    assert not table.is_live(0, master=parent)
+    assert table.claim(preferred=0, master=parent) == 0 and table.is_live(0, master=parent)
+
+
+def test_others_reads_the_connections_of_live_workers_only():
+    table = ConnectionTable(slots=3)
+    master = os.getppid()
+    mine = table.claim(preferred=0, master=master)
+    table._set(1, 0, 1)  # pid 1 is not a child of our master
+    table._set(1, 2, 7)
+    table.publish(mine, 4)
+    assert table.others(mine, master) == []
+    assert table.others(2, master) == [4]
+
+
+@pytest.mark.parametrize("exc, status, code", [
+    (http.LimitRequestLine(9000, 4094), 414, "uri_too_long"),
+    (http.LimitRequestHeaders("limit request headers fields size"), 431, "header_fields_too_large"),
+    (http.UnsupportedTransferCoding("gzip"), 501, "unsupported_transfer_coding"),
+    (http.InvalidRequestLine("GET"), 400, "invalid_request_line"),
+    (http.InvalidChunkSize(b"zz"), 400, "invalid_chunked_body"),
+    (http.InvalidResponseHeader("bad\r\n"), 500, "internal_error"),
+    (RuntimeError("a bug"), 500, "internal_error"),
+])
+def test_gunicorns_errors_answer_our_json_error_shape(exc, status, code):
+    head, _, body = error_answer(exc).to_bytes().partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head.split(b"\r\n")
+    assert f"Content-Length: {len(body)}".encode() in head.split(b"\r\n")
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"] and error["details"] == {}
+    assert ("a bug" not in error["message"]) and ("bad" not in error["message"] or status != 500)

@@ -22,7 +22,8 @@ from werkzeug.routing import Map
 
 from app import errors
 from app.api.responses import error_payload, style_for_path
-from app.queue_wait import queue_wait
+from app.gunicorn.queue_wait import queue_wait
+from app.settings import Settings
 
 INFERENCE_ENDPOINTS = frozenset({"native.predict", "tfserving.predict", "v2.model_infer"})
 RESUME_WINDOW_S = 1.0  # within this long after a 429, the next wait over the limit is shed at once
@@ -37,9 +38,9 @@ class LoadShedder:
     models can hold the GIL for long stretches, which is not overload, and its requests wait for
     their model anyway (SERVING_LOADING_WAIT)."""
 
-    def __init__(self, wsgi_app: WSGIApp, url_map: Map, config: dict[str, Any], loading: Callable[[], bool],
+    def __init__(self, wsgi_app: WSGIApp, url_map: Map, settings: Settings, loading: Callable[[], bool],
                  clock: Callable[[], float] = time.monotonic):
-        self.wsgi_app, self.url_map, self.config, self.loading, self.clock = wsgi_app, url_map, config, loading, clock
+        self.wsgi_app, self.url_map, self.settings, self.loading, self.clock = wsgi_app, url_map, settings, loading, clock
         self.shed = 0  # requests answered 429 here, in this worker process
         self._lock = threading.Lock()
         self._over_since: float | None = None  # since when waits have been over the limit
@@ -47,12 +48,12 @@ class LoadShedder:
 
     def describe(self) -> dict[str, Any]:
         """The limit, the grace and how many requests this worker process has shed, for `GET /models`."""
-        return {"max_queue_wait_ms": self.config["MAX_QUEUE_WAIT_MS"],
-                "queue_wait_grace_ms": self.config["QUEUE_WAIT_GRACE_MS"], "shed_requests": self.shed}
+        return {"max_queue_wait_ms": self.settings.max_queue_wait_ms,
+                "queue_wait_grace_ms": self.settings.queue_wait_grace_ms, "shed_requests": self.shed}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         waited = queue_wait()
-        limit_ms = self.config["MAX_QUEUE_WAIT_MS"]
+        limit_ms = self.settings.max_queue_wait_ms
         if waited is None or not limit_ms:
             return self.wsgi_app(environ, start_response)
         if waited * 1000.0 <= limit_ms:
@@ -79,7 +80,7 @@ class LoadShedder:
         with self._lock:
             if self._over_since is None:
                 self._over_since = now
-            if ((now - self._over_since) * 1000.0 < self.config["QUEUE_WAIT_GRACE_MS"]
+            if ((now - self._over_since) * 1000.0 < self.settings.queue_wait_grace_ms
                     and now - self._last_shed >= RESUME_WINDOW_S):
                 return False
             self.shed += 1

@@ -1,4 +1,4 @@
-"""Keep-alive connections end up shared between gunicorn's workers (app/gunicorn_worker.py)."""
+"""Keep-alive connections end up shared between gunicorn's workers (app/gunicorn/worker.py)."""
 from __future__ import annotations
 
 import os

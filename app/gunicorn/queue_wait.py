@@ -1,4 +1,4 @@
-"""How long the request on this thread waited for a worker thread (set by app.gunicorn_worker).
+"""How long the request on this thread waited for a worker thread (set by app.gunicorn.worker).
 
 Kept apart from gunicorn so the app runs without it (tests, `flask run`): there the wait is None.
 """

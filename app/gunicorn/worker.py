@@ -1,0 +1,122 @@
+"""gunicorn's gthread worker, telling the app what each request met in its queue, sharing connections
+evenly with the other workers, and answering gunicorn's own errors in our JSON error shape.
+
+Under overload, requests wait in the worker's thread-pool queue before any of our code runs, so a
+queue inside the app never fills. This worker stamps each request when gunicorn queues it and hands
+the wait to the app (`app.gunicorn.queue_wait`); `app.api.admission` answers inference requests that
+waited too long with 429 before Flask sees them.
+
+Workers share one listening socket and the kernel wakes whichever it likes: in a burst of new
+keep-alive connections one worker can take them all, and then serve them alone, on one core, for as
+long as the clients stay (measured: 32 connections all on one of two workers for 15 s, 1.9k req/s
+instead of 4.6k). So each worker publishes how many connections it holds in a table shared by all
+(`app.gunicorn.table`), and a worker holding more than one connection more than the least loaded live
+worker waits a millisecond before accepting, which lets that one take the connection. When the others
+have taken nothing for `MAX_DEFER_S` (busy, or stuck), it stops deferring for `BUSY_PAUSE_S`: no
+connection waits more than that long for a worker that will not come, and a large burst is not
+accepted at one connection per wait.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http import errors as http
+from gunicorn.http.wsgi import Response, default_environ
+from gunicorn.workers.gthread import ThreadWorker
+
+from app.gunicorn.http_errors import error_answer
+from app.gunicorn.queue_wait import set_queue_wait
+from app.gunicorn.table import ConnectionTable
+
+DEFER_S = 0.001           # how long a worker over its share waits before it looks again
+MAX_DEFER_S = 0.005       # the longest a worker defers while the others take nothing
+BUSY_PAUSE_S = 0.1        # then it accepts without deferring for this long
+TOLERANCE = 1             # connections a worker may hold above the least loaded one
+
+# Created at import, i.e. in the master (gunicorn imports the worker class there), inherited by every worker.
+TABLE = ConnectionTable()
+
+
+def should_defer(own: int, others: list[int]) -> bool:
+    """Whether a worker holding `own` connections lets the others (holding `others`) accept first."""
+    return bool(others) and own > min(others) + TOLERANCE
+
+
+class QueueTimedThreadWorker(ThreadWorker):
+    """gthread, plus how long every request waited for a thread, balanced accepts and JSON errors."""
+
+    def init_process(self) -> None:
+        # A slot by spawn order (`age`): unique among live workers unless SLOTS spawns apart.
+        self._slot = TABLE.claim(preferred=getattr(self, "age", 0), master=self.ppid)
+        self._defer_until = 0.0
+        self._deferring_since: float | None = None  # this run of deferrals (the others took nothing)
+        self._last_deferral = float("-inf")
+        self._eager_until = float("-inf")  # the others were busy: accept without deferring until then
+        super().init_process()
+
+    def _publish(self) -> None:
+        if self._slot is not None:
+            TABLE.publish(self._slot, self.nr_conns)
+
+    def accept(self, listener: Any) -> None:
+        now = time.monotonic()
+        if self._slot is not None and now >= self._eager_until:
+            if not should_defer(self.nr_conns, TABLE.others(self._slot, self.ppid)):
+                self._deferring_since = None  # within its share (the others took what it left)
+            else:
+                if self._deferring_since is None or now - self._last_deferral > 3 * DEFER_S:
+                    self._deferring_since = now  # a new run of deferrals
+                if now - self._deferring_since < MAX_DEFER_S:
+                    self._last_deferral, self._defer_until = now, now + DEFER_S
+                    super().set_accept_enabled(False)
+                    return
+                self._eager_until, self._deferring_since = now + BUSY_PAUSE_S, None
+        super().accept(listener)
+        self._publish()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled and time.monotonic() >= self._defer_until)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        self._publish()  # connections closed since the last look
+        remaining = self._defer_until - time.monotonic()
+        if remaining > 0:  # wake when the deferral ends (gunicorn's loop then listens again)
+            timeout = min(timeout, remaining)
+        super().wait_for_and_dispatch_events(timeout)
+
+    def enqueue_req(self, conn: Any) -> None:
+        conn.serving_queued_at = time.monotonic()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        queued_at = getattr(conn, "serving_queued_at", None)
+        set_queue_wait(None if queued_at is None else time.monotonic() - queued_at)
+        return super().handle(conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's own handle_error (same statuses, log lines and access line), answering JSON."""
+        request_start = datetime.now()
+        addr = addr or ("", -1)  # a unix socket
+        answer = error_answer(exc)
+        if answer.client_error:
+            self.log.warning("Invalid request from ip=%s: %s", addr[0], exc)
+            if req is None and isinstance(exc, (http.InvalidHeader, http.InvalidHeaderName)):
+                req = getattr(exc, "req", None)  # for the access log
+        elif hasattr(req, "uri"):
+            self.log.exception("Error handling request %s %s", getattr(req, "method", ""), req.uri)
+        else:
+            self.log.exception("Error handling request (no URI read)")
+        payload = answer.to_bytes()
+        if req is not None:
+            environ = default_environ(req, client, self.cfg)
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
+            resp = Response(req, client, self.cfg)
+            resp.status, resp.response_length = f"{answer.status} {answer.reason}", len(payload)
+            self.log.access(resp, req, environ, datetime.now() - request_start)
+        try:
+            util.write_nonblock(client, payload)
+        except Exception:  # noqa: BLE001 - the client may be gone; nothing left to tell it
+            self.log.debug("Failed to send error message.")
