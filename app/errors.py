@@ -2,6 +2,8 @@
 
 Every error a client can see is a `ServingError`. The API layer maps them to
 responses in one place (`app.api.responses`); nothing here knows about Flask.
+Every reason a servable version cannot be loaded is a `LoadError` (it becomes the version's
+FAILED reason, which clients see inside a 503 `model_not_available`); `one_line` words them all.
 """
 from __future__ import annotations
 
@@ -122,3 +124,41 @@ class InternalError(ServingError):
 
 class ConfigError(Exception):
     """Invalid configuration, raised at startup; the message names the variable."""
+
+
+def one_line(problem: BaseException | str, limit: int = 300) -> str:
+    """A reason on one line: whitespace collapsed, at most `limit` characters; an empty exception gives its class name."""
+    text = " ".join(str(problem).split())
+    if not text and isinstance(problem, BaseException):
+        text = type(problem).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def reason_for(exc: BaseException, limit: int = 300) -> str:
+    """The one-line reason a version FAILED: a LoadError's own words, any other exception named by its class."""
+    if isinstance(exc, LoadError):
+        return str(exc)
+    return one_line(f"{type(exc).__name__}: {exc}", limit)
+
+
+class LoadError(Exception):
+    """A model version cannot be served; `str()` is a one-line reason naming the cause (its FAILED reason)."""
+
+    def __init__(self, reason: str):
+        super().__init__(one_line(reason))
+
+
+class NotAModel(LoadError):
+    """The file is not a Keras model this server can read (pickle, SavedModel, weights only, corrupt)."""
+
+
+class RefusedConfig(LoadError):
+    """The stored config holds something this server will not run (Keras 1 Merge, Lambda in safe mode)."""
+
+
+class UntranslatableConfig(LoadError, ValueError):
+    """A legacy config that no translation rule can rewrite faithfully for Keras 3."""
+
+
+class RuntimeUnavailable(LoadError):
+    """The model cannot run under TFLite; with runtime `auto` the reason is reported, not raised to the client."""

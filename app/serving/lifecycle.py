@@ -1,17 +1,24 @@
-"""Bring one version from LOADING to AVAILABLE (or FAILED): load, compile, warm up, choose a runtime."""
+"""The loader: bring one servable version from LOADING to AVAILABLE (or FAILED).
+
+`prepare` loads, compiles, warms up and chooses the runtime (the `check` command runs it alone);
+`load_version` adds the call costs and the batcher, and is what the manager is given (lazily,
+through `app.serving.lazy_loader.TensorFlowLoader`).
+"""
 from __future__ import annotations
 
 import logging
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from app.errors import LoadError, one_line, reason_for
 from app.serving.batching import Batcher
-from app.serving.loader import LoadFailure, load_model_file
-from app.serving.registry import ServableVersion
+from app.serving.loader import LoadedModel, load_model_file
 from app.serving.runtime import CompiledModel, choose_runtime, configure_threads
-from app.serving.types import Arrays, ForwardPass, ModelState, Signature
+from app.serving.servable import ServableVersion
+from app.serving.types import Arrays, ForwardPass, ModelSource, ModelState, Signature
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +31,47 @@ SHARE_MIN_SAVING_US = 30.0  # sharing a call must save more per request than a h
 COST_BUDGET_S = 0.5     # time spent measuring call costs, at most (roughly)
 
 
-def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None:
-    """Load, compile and warm up `servable`; it ends AVAILABLE or FAILED with a reason."""
-    source = servable.source
+@dataclass(frozen=True)
+class Prepared:
+    """A model file made ready to answer: the loaded model, its forward pass and how long each step took."""
+
+    loaded: LoadedModel
+    forward: ForwardPass  # a runtime.CompiledModel or a tflite_runtime.LiteModel (both have `kind`)
+    not_tflite: str | None  # why the forward pass is not TFLite, when it is not
+    load_seconds: float
+    warmup_seconds: float
+    sample: Arrays  # the warm-up input
+
+
+def prepare(source: ModelSource, tf_threads: tuple[int, int]) -> Prepared:
+    """Load, compile, warm up and choose the runtime for `source`; any failure is a one-line LoadError."""
     if source.problem:
-        _fail(servable, source.problem)
-        return
+        raise LoadError(source.problem)
     configure_threads(*tf_threads)
     started = time.perf_counter()
     try:
         loaded = load_model_file(source)
+        load_seconds = time.perf_counter() - started
         compiled = CompiledModel(loaded)
         warmup_seconds, sample = warm_up(compiled, loaded.signature)
         forward, not_tflite = choose_runtime(compiled, probe_inputs(sample), source.runtime, tf_threads[0])
-        one_row_us, many_rows_us = call_costs(forward, sample)
-    except LoadFailure as exc:
-        _fail(servable, str(exc))
-        return
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any cause becomes the reason
+        raise LoadError(reason_for(exc)) from exc
+    return Prepared(loaded, forward, not_tflite, load_seconds, warmup_seconds, sample)
+
+
+def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None:
+    """Prepare `servable`, measure its call costs and start its batcher; it ends AVAILABLE or FAILED with a reason."""
+    started = time.perf_counter()
+    try:
+        ready = prepare(servable.source, tf_threads)
+        one_row_us, many_rows_us = call_costs(ready.forward, ready.sample)
     except Exception as exc:  # noqa: BLE001 - any cause becomes a FAILED reason
-        _fail(servable, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+        _fail(servable, reason_for(exc))
         return
+    loaded, forward, source = ready.loaded, ready.forward, servable.source
     share = one_row_us - many_rows_us / SHARE_ROWS >= SHARE_MIN_SAVING_US
     servable.signature = loaded.signature
     servable.metadata = {
@@ -52,9 +80,9 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
         "keras_version": loaded.keras_version,
         "backend": loaded.backend,
         "load_seconds": round(time.perf_counter() - started, 3),
-        "warmup_seconds": round(warmup_seconds, 3),
+        "warmup_seconds": round(ready.warmup_seconds, 3),
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "runtime": {"kind": forward.kind, "not_tflite_because": not_tflite,
+        "runtime": {"kind": forward.kind, "not_tflite_because": ready.not_tflite,
                     "call_us": {"1": round(one_row_us, 1), str(SHARE_ROWS): round(many_rows_us, 1)},
                     "shares_calls": share},
     }
@@ -79,7 +107,7 @@ def warm_up(compiled: ForwardPass, signature: Signature) -> tuple[float, Arrays]
             last_error = exc
             if not any(d is None for spec in signature.inputs for d in spec.shape[1:]):
                 break
-    raise RuntimeError(f"warm-up call failed: {' '.join(str(last_error).split())[:250]}")
+    raise LoadError(f"warm-up call failed: {one_line(last_error, 250)}")
 
 
 def probe_inputs(sample: Arrays) -> Arrays:

@@ -1,6 +1,7 @@
-"""The loader: turn a model file into a loaded Keras model and its signature.
+"""The loader's first step: read a model file into a Keras model and its signature.
 
-This is the only module (with `app.serving.legacy`) that knows Keras file formats. Strategy:
+This is the only module (with `app.serving.legacy`) that knows Keras file formats; every
+reason a file cannot be served is an `app.errors.LoadError`. Strategy:
 1. sniff the content (HDF5, Keras 3 zip, SavedModel, pickle, other) and read the stored config;
 2. refuse what must not run (Keras 1 Merge, Lambda layers in safe mode, foreign bytecode);
 3. Keras 3: a `.keras` zip natively; an HDF5 config after the named translation rules
@@ -23,19 +24,16 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from app.errors import LoadError, one_line  # noqa: E402
 from app.serving.legacy import build  # noqa: E402
-from app.serving.legacy.checks import Refused, check_config  # noqa: E402
-from app.serving.legacy.files import NotAModel, StoredModel, read_stored_model, sniff_format  # noqa: E402,F401
+from app.serving.legacy.checks import check_config  # noqa: E402
+from app.serving.legacy.files import StoredModel, read_stored_model, sniff_format  # noqa: E402,F401
 from app.serving.legacy.rules import translate  # noqa: E402
 from app.serving.types import ModelSource, Signature, TensorSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_CLASS = re.compile(r"(?:Unknown layer|Could not locate class|Unknown object)[^']*'([^']+)'")
-
-
-class LoadFailure(Exception):
-    """A file that cannot be served; the message is a one-line reason naming the cause."""
 
 
 @dataclass(frozen=True)
@@ -51,21 +49,16 @@ class LoadedModel:
 
 
 def load_model_file(source: ModelSource) -> LoadedModel:
-    """Load `source.path`; raise LoadFailure with a one-line reason when it cannot be served."""
+    """Load `source.path`; raise a LoadError with a one-line reason when it cannot be served."""
     path = source.path
     if path is None or not path.exists():
-        raise LoadFailure(f"model file {path} does not exist")
+        raise LoadError(f"model file {path} does not exist")
     try:
         stored = read_stored_model(path)
-    except NotAModel as exc:
-        raise LoadFailure(str(exc)) from None
     except (OSError, ValueError) as exc:
-        raise LoadFailure(f"cannot read {path.name}: {_one_line(exc)}") from None
+        raise LoadError(f"cannot read {path.name}: {one_line(exc)}") from None
     custom_objects = load_custom_objects(source.custom_objects_path)
-    try:
-        check_config(stored.model_config, source.safe_mode, stored.keras_version)
-    except Refused as exc:
-        raise LoadFailure(str(exc)) from None
+    check_config(stored.model_config, source.safe_mode, stored.keras_version)
     model, loaded_by = _load(path, stored, custom_objects, source.safe_mode)
     return LoadedModel(model=model, signature=describe_signature(model), file_format=stored.file_format,
                        loaded_by=loaded_by, keras_version=stored.keras_version, backend=stored.backend)
@@ -77,7 +70,7 @@ def _load(path: Path, stored: StoredModel, custom_objects: dict[str, Any], safe_
         try:
             return build.keras3_from_zip(path, custom_objects, safe_mode), "keras3"
         except Exception as exc:  # noqa: BLE001 - every cause becomes a reason
-            raise LoadFailure(_explain([exc])) from None
+            raise LoadError(_explain([exc])) from None
     errors: list[BaseException] = []
     config = copy.deepcopy(stored.model_config)
     try:
@@ -85,13 +78,13 @@ def _load(path: Path, stored: StoredModel, custom_objects: dict[str, Any], safe_
         model = build.keras3_from_hdf5(path, config, custom_objects, safe_mode)
         return model, f"keras3+translated({','.join(fired)})" if fired else "keras3"
     except Exception as exc:  # noqa: BLE001 - fall back to tf_keras
-        log.info("%s: Keras 3 cannot build it (%s); trying tf_keras", path.name, _one_line(exc))
+        log.info("%s: Keras 3 cannot build it (%s); trying tf_keras", path.name, one_line(exc))
         errors.append(exc)
     try:
         return build.tf_keras_from_hdf5(path, custom_objects, safe_mode), "tf_keras"
     except Exception as exc:  # noqa: BLE001 - every cause becomes a reason
         errors.append(exc)
-    raise LoadFailure(_explain(errors))
+    raise LoadError(_explain(errors))
 
 
 def load_custom_objects(module_path: Path | None) -> dict[str, Any]:
@@ -104,10 +97,10 @@ def load_custom_objects(module_path: Path | None) -> dict[str, Any]:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - the operator's code failed
-        raise LoadFailure(f"{module_path.name} failed to import: {_one_line(exc)}") from None
+        raise LoadError(f"{module_path.name} failed to import: {one_line(exc)}") from None
     objects = getattr(module, "CUSTOM_OBJECTS", None)
     if not isinstance(objects, dict):
-        raise LoadFailure(f"{module_path.name} must define CUSTOM_OBJECTS = {{'Name': class_or_function}}")
+        raise LoadError(f"{module_path.name} must define CUSTOM_OBJECTS = {{'Name': class_or_function}}")
     return dict(objects)
 
 
@@ -119,10 +112,9 @@ def _explain(errors: list[BaseException]) -> str:
             name = match.group(1)
             return (f"unknown layer class {name!r}: it is not part of Keras; place its code in "
                     f"custom_objects.py next to the model (CUSTOM_OBJECTS = {{{name!r}: ...}})")
-    first = _one_line(errors[0])
     if len(errors) == 1:
-        return first
-    return f"Keras 3 cannot load it ({first[:160]}); tf_keras neither ({_one_line(errors[-1])[:120]})"
+        return one_line(errors[0])
+    return f"Keras 3 cannot load it ({one_line(errors[0], 160)}); tf_keras neither ({one_line(errors[-1], 120)})"
 
 
 def describe_signature(model: Any) -> Signature:
@@ -131,18 +123,29 @@ def describe_signature(model: Any) -> Signature:
         inputs = [_spec(name, t) for name, t in zip(_unique(list(model.input_names)), model.inputs)]
         outputs = [_spec(name, t) for name, t in zip(_unique(list(model.output_names)), model.outputs)]
         return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
-    input_struct = getattr(model, "_inputs_struct", None)
+    input_struct = structure(model, "input")
     if isinstance(input_struct, dict):
         inputs = [_spec(key, tensor) for key, tensor in input_struct.items()]
     else:
         inputs = [_spec(_tensor_name(t), t) for t in model.inputs]
-    output_struct = getattr(model, "_outputs_struct", None)
+    output_struct = structure(model, "output")
     if isinstance(output_struct, dict):
         outputs = [_spec(key, output_struct[key]) for key in sorted(output_struct)]
     else:
         names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
         outputs = [_spec(name, t) for name, t in zip(_unique(names), model.outputs)]
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def structure(model: Any, side: str) -> Any:
+    """The model's public `input` or `output` (`side`): the dict, list or tensor it was built with.
+
+    A Keras 3 Functional model answers with its build structure; a Sequential one may raise
+    (AttributeError or ValueError: never called), then None and the flat `inputs` list is used."""
+    try:
+        return getattr(model, side)
+    except (AttributeError, ValueError):
+        return None
 
 
 def _spec(name: str, tensor: Any) -> TensorSpec:
@@ -165,8 +168,3 @@ def _unique(names: list[str]) -> list[str]:
         unique.append(name if count == 0 else f"{name}_{count}")
         seen[name] = count + 1
     return unique
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,104 +1,71 @@
-"""The manager: model name -> versions -> servable, with states and readiness.
+"""The manager: model name -> aspired versions -> servable version, with states and readiness.
 
-Versions are loaded in a background thread of each worker (after gunicorn's fork),
-so liveness answers at once and readiness turns green when loading settles.
+It is given its sources (the aspired versions) and its loader; it knows nothing of TensorFlow.
+Versions load in a background thread of each worker (after gunicorn's fork), started when the
+app first serves or something waits for them, so liveness answers at once, readiness turns
+green when loading settles, and an app built only to run a CLI command loads nothing.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from app import errors
-from app.serving.batching import Batcher
-from app.serving.types import ModelSource, ModelState, Signature
+from app.serving.servable import Loader, ServableVersion
+from app.serving.types import ModelSource, ModelState
+
+__all__ = ["ModelRegistry", "ServableVersion"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServableVersion:
-    """One version of one model: its source, state and, once AVAILABLE, its batcher."""
-
-    source: ModelSource
-    state: ModelState = ModelState.LOADING
-    error: str | None = None
-    signature: Signature | None = None
-    batcher: Batcher | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    settled: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def version(self) -> int:
-        return self.source.version
-
-    def summary(self) -> dict[str, Any]:
-        """State for `GET /models`: version, state and, when FAILED, the reason."""
-        out: dict[str, Any] = {"version": self.version, "state": self.state.value}
-        if self.error:
-            out["error"] = self.error
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        """Everything known about this version, for `GET /models/NAME[/versions/V]`."""
-        out = self.summary()
-        out["source"] = str(self.source.path) if self.source.path else None
-        out["settings_file"] = str(self.source.config_path) if self.source.config_path else None
-        out["custom_objects"] = str(self.source.custom_objects_path) if self.source.custom_objects_path else None
-        out.update(self.metadata)
-        if self.signature is not None:
-            out["inputs"] = [spec.to_dict() for spec in self.signature.inputs]
-            out["outputs"] = [spec.to_dict() for spec in self.signature.outputs]
-        out["batching"] = self.source.batching.to_dict()
-        if self.batcher is not None:
-            out["stats"] = self.batcher.stats()
-        return out
 
 
 class ModelRegistry:
     """Holds every aspired version and answers which servable a request should use."""
 
-    def __init__(self, sources: Iterable[ModelSource], *, default_model: str | None = None,
-                 strict_readiness: bool = True, tf_threads: tuple[int, int] = (1, 1),
-                 loading_wait: float = 30.0):
+    def __init__(self, sources: Iterable[ModelSource], loader: Loader, *, default_model: str | None = None,
+                 strict_readiness: bool = True, loading_wait: float = 30.0):
         self.default_model = default_model
         self.loading_wait = loading_wait
         self.strict_readiness = strict_readiness
-        self._tf_threads = tf_threads
+        self._loader = loader
         self._models: dict[str, dict[int, ServableVersion]] = {}
         for source in sources:
             self._models.setdefault(source.name, {})[source.version] = ServableVersion(source)
         self._settled = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
 
     # -- loading -------------------------------------------------------------
     def start_loading(self) -> None:
-        """Load every version in a background thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
-            self._thread.start()
+        """Load every version in a background thread (idempotent, cheap once started)."""
+        if self._thread is not None:
+            return
+        with self._starting:
+            if self._thread is None:
+                thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
+                thread.start()
+                self._thread = thread
 
     def load_all(self) -> None:
-        """Load every version in turn; each ends AVAILABLE or FAILED."""
-        from app.serving.lifecycle import load_version  # imports TensorFlow
-
+        """Give every version to the loader in turn; each ends AVAILABLE or FAILED."""
         try:
             for servable in self.versions():
                 try:
-                    load_version(servable, self._tf_threads)
+                    self._loader(servable)
+                except Exception as exc:  # noqa: BLE001 - a loader bug must not leave the version LOADING
+                    log.exception("loader failed on model %s version %s", servable.name, servable.version)
+                    servable.state, servable.error = ModelState.FAILED, errors.reason_for(exc)
                 finally:
                     servable.settled.set()
         finally:
             self._settled.set()
 
     def wait_until_settled(self, timeout: float | None = None) -> bool:
-        """Block until no version is LOADING; True when that happened in time."""
+        """Start loading if nothing has (whoever waits wants the models), then block until no version
+        is LOADING; True when that happened in time."""
+        self.start_loading()
         return self._settled.wait(timeout)
 
     def close(self) -> None:
@@ -110,9 +77,11 @@ class ModelRegistry:
 
     # -- lookup --------------------------------------------------------------
     def versions(self) -> list[ServableVersion]:
+        """Every version of every model, by name then version."""
         return [v for name in sorted(self._models) for _, v in sorted(self._models[name].items())]
 
     def names(self) -> list[str]:
+        """The served model names, sorted."""
         return sorted(self._models)
 
     def model_versions(self, name: str) -> list[ServableVersion]:

@@ -20,8 +20,9 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one trace per model is by design; its retracing warning is noise
 
-from app.serving.loader import LoadedModel, LoadFailure  # noqa: E402
-from app.serving.tflite_runtime import LiteModel, LiteUnavailable, convert  # noqa: E402
+from app.errors import LoadError, RuntimeUnavailable, reason_for  # noqa: E402
+from app.serving.loader import LoadedModel, structure  # noqa: E402
+from app.serving.tflite_runtime import LiteModel, convert  # noqa: E402
 from app.serving.types import Arrays, Signature  # noqa: E402
 
 # Above this many bytes of weights, `auto` keeps the TF function and does not convert. TFLite costs
@@ -57,7 +58,7 @@ class CompiledModel:
     def __init__(self, loaded: LoadedModel):
         self.signature: Signature = loaded.signature
         model = self._model = loaded.model  # the traced function holds its variables only weakly
-        input_struct = getattr(model, "_inputs_struct", None)
+        input_struct = structure(model, "input")
         names = self.signature.input_names
         specs = [tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=_safe(spec.name))
                  for spec in self.signature.inputs]
@@ -83,15 +84,7 @@ class CompiledModel:
         self.weight_bytes = sum(int(np.prod(w.shape)) * tf.as_dtype(w.dtype).size for w in model.weights)
         self._output_names = output_names
         self._dtypes = [tf.as_dtype(spec.dtype) for spec in self.signature.inputs]
-        # Calling the concrete function's flat entry point skips tf.function's dispatch and
-        # argument canonicalisation (about 240 us -> 50 us a call here); the public call is
-        # the fallback should a TensorFlow upgrade rename it.
-        flat_call = getattr(concrete, "_call_flat", None)
-        captured = concrete.captured_inputs
-        if flat_call is not None:
-            self._call = lambda tensors: flat_call(tensors, captured)
-        else:
-            self._call = lambda tensors: concrete(*tensors)
+        self._call = flat_call(concrete) or (lambda tensors: concrete(*tensors))
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one forward pass over arrays already cast and shaped for the signature."""
@@ -99,6 +92,15 @@ class CompiledModel:
                    for name, dtype in zip(self.signature.input_names, self._dtypes)]
         result = self._call(tensors)
         return {name: tensor.numpy() for name, tensor in zip(self._output_names, result)}
+
+
+def flat_call(concrete: Any) -> Any:
+    """The concrete function's private flat entry point `_call_flat` (None when TensorFlow dropped it).
+
+    It skips tf.function's dispatch and argument canonicalisation (about 240 us -> 50 us a call
+    here); the public call is the fallback, and tests/serving/test_runtime.py fails if it goes."""
+    call, captured = getattr(concrete, "_call_flat", None), concrete.captured_inputs
+    return None if call is None else (lambda tensors: call(tensors, captured))
 
 
 def _safe(name: str) -> str:
@@ -118,17 +120,15 @@ def choose_runtime(compiled: CompiledModel, probe: Arrays, preference: str,
         return compiled, "the runtime setting asks for tf"
     try:
         if preference == "auto" and compiled.weight_bytes > TFLITE_MAX_BYTES:
-            raise LiteUnavailable(f"the weights are {compiled.weight_bytes / 2**20:.1f} MiB; above "
+            raise RuntimeUnavailable(f"the weights are {compiled.weight_bytes / 2**20:.1f} MiB; above "
                                   f"{TFLITE_MAX_BYTES // 2**20} MiB the conversion and a copy of the weights for "
                                   "every padded batch size cost more memory than TFLite saves time "
                                   "(set runtime tflite to force it)")
         return LiteModel(convert(compiled.concrete), compiled.signature, compiled.graph_input_names,
                          reference=compiled, probe=probe, threads=threads), None
-    except LiteUnavailable as exc:
-        reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - an interpreter error also means "use the function"
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        reason = reason_for(exc, 200)
     if preference == "tflite":
-        raise LoadFailure(f"runtime tflite is required but unavailable: {reason}")
+        raise LoadError(f"runtime tflite is required but unavailable: {reason}")
     return compiled, reason
 

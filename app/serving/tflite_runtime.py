@@ -12,7 +12,6 @@ when it is created; a size whose answers disagree is served by the function inst
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ctypes.util
 import logging
 import threading
@@ -23,16 +22,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from app.errors import RuntimeUnavailable, one_line
 from app.serving.types import Arrays, ForwardPass, Signature
 
 log = logging.getLogger(__name__)
 
 AGREEMENT_RTOL = 1e-4   # TFLite must match the TensorFlow function this closely on the probe
 AGREEMENT_ATOL = 1e-5   # ... times the largest absolute output (at least 1)
-
-
-class LiteUnavailable(Exception):
-    """This model cannot run under TFLite; the message says why."""
 
 
 def convert(concrete: Any) -> bytes:
@@ -42,7 +38,7 @@ def convert(concrete: Any) -> bytes:
     try:
         return converter.convert()
     except Exception as exc:  # noqa: BLE001 - any converter failure means "use TensorFlow"
-        raise LiteUnavailable(f"conversion failed: {_first_error(str(exc)) or type(exc).__name__}") from None
+        raise RuntimeUnavailable(f"conversion failed: {_first_error(str(exc)) or type(exc).__name__}") from None
     finally:
         _return_freed_memory()
 
@@ -56,10 +52,9 @@ def _return_freed_memory() -> None:
 
 def _first_error(message: str) -> str:
     """The converter's first `error:` text without its source location (it names TensorFlow's files)."""
-    for line in message.splitlines():
-        if "error: " in line:
-            return line.split("error: ", 1)[1].strip()[:200]
-    return next((line.strip()[:200] for line in message.splitlines() if line.strip()), "")
+    lines = [line for line in message.splitlines() if line.strip()]
+    first = next((line for line in lines if "error: " in line), lines[0] if lines else "")
+    return one_line(first.split("error: ", 1)[-1], 200)
 
 
 def bucket(rows: int) -> int:
@@ -71,9 +66,7 @@ def bucket(rows: int) -> int:
 class _Slot:
     """One interpreter sized for `rows` rows, its tensor indices, and the lock that guards it.
 
-    `set_tensor`, `invoke` and `get_tensor` are the interpreter's own calls, taken from its
-    C++ wrapper when it has one: the Python methods add three frames and a reference-count
-    check that guards views from `tensor()`, which this module never takes."""
+    `set_tensor`, `invoke` and `get_tensor` come from `interpreter_calls`."""
 
     rows: int
     interpreter: Any  # not called on the hot path: it owns the model the C++ wrapper reads
@@ -100,15 +93,15 @@ class LiteModel:
         self._slots: dict[int, _Slot | None] = {}  # None: this size is served by `reference`
         self._create_lock = threading.Lock()
         if len(set(graph_input_names)) != len(graph_input_names):
-            raise LiteUnavailable("two inputs share a graph name")
+            raise RuntimeUnavailable("two inputs share a graph name")
         for spec in signature.inputs:
             if any(dim is None for dim in spec.shape[1:]):
-                raise LiteUnavailable(f"input {spec.name!r} has a variable dimension besides the batch")
+                raise RuntimeUnavailable(f"input {spec.name!r} has a variable dimension besides the batch")
         for rows in (1, bucket(len(next(iter(probe.values()))))):
             slot = self._create(rows)  # raises now, not at the first request
             problem = self._disagreement(slot)
             if problem:
-                raise LiteUnavailable(problem)
+                raise RuntimeUnavailable(problem)
             self._slots[rows] = slot
 
     @property
@@ -161,23 +154,28 @@ class LiteModel:
         for spec, graph_name in zip(self.signature.inputs, self._graph_input_names):
             detail = by_name.get(graph_name)
             if detail is None:
-                raise LiteUnavailable(f"input {spec.name!r} is missing from the converted model")
+                raise RuntimeUnavailable(f"input {spec.name!r} is missing from the converted model")
             if np.dtype(detail["dtype"]) != np.dtype(spec.dtype):
-                raise LiteUnavailable(f"input {spec.name!r} became {np.dtype(detail['dtype'])} in TFLite")
+                raise RuntimeUnavailable(f"input {spec.name!r} became {np.dtype(detail['dtype'])} in TFLite")
             interpreter.resize_tensor_input(detail["index"], [rows, *spec.shape[1:]], strict=True)
             inputs.append((spec.name, detail["index"], tuple(spec.shape[1:]), np.dtype(spec.dtype)))
         interpreter.allocate_tensors()
         # The subgraph keeps the traced function's output order (the probe in runtime.py checks it).
         output_indices = [detail["index"] for detail in interpreter.get_output_details()]
         if len(output_indices) != len(self.signature.outputs):
-            raise LiteUnavailable(f"the converted model has {len(output_indices)} outputs, "
+            raise RuntimeUnavailable(f"the converted model has {len(output_indices)} outputs, "
                                   f"not {len(self.signature.outputs)}")
         outputs = tuple(zip(self.signature.output_names, output_indices))
-        wrapper = getattr(interpreter, "_interpreter", None)
-        calls = ((wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor)
-                 if all(hasattr(wrapper, name) for name in ("SetTensor", "Invoke", "GetTensor"))
-                 else (interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor))
-        return _Slot(rows, interpreter, tuple(inputs), outputs, threading.Lock(), *calls)
+        return _Slot(rows, interpreter, tuple(inputs), outputs, threading.Lock(), *interpreter_calls(interpreter))
+
+
+def interpreter_calls(interpreter: Any) -> tuple[Any, Any, Any]:
+    """(set_tensor, invoke, get_tensor) of the private C++ wrapper `_interpreter`, else the public methods (which
+    add three frames and a check that guards `tensor()` views, never taken here); test_runtime.py watches it."""
+    wrapper = getattr(interpreter, "_interpreter", None)
+    if all(hasattr(wrapper, name) for name in ("SetTensor", "Invoke", "GetTensor")):
+        return wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
+    return interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
 
 
 def _run(slot: _Slot, inputs: Arrays, rows: int) -> Arrays:

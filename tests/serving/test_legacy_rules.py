@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.errors import LoadError, UntranslatableConfig
 from app.serving.legacy import rules
-from app.serving.loader import LoadFailure, load_model_file
+from app.serving.loader import load_model_file
 from app.serving.runtime import CompiledModel
 from app.serving.types import BatchingSettings, ModelSource
 from tests.model_builders import legacy_h5, strip_modules
@@ -132,7 +133,7 @@ def test_removed_arguments(tmp_path):
 
 def test_removed_argument_with_a_real_value_is_refused():
     config = {"class_name": "LSTM", "config": {"name": "lstm", "time_major": True}}
-    with pytest.raises(rules.RuleError, match="time_major=True"):
+    with pytest.raises(UntranslatableConfig, match="time_major=True"):
         rules.removed_arguments(config)
 
 
@@ -152,7 +153,7 @@ def test_keras3_files_keep_keras3_hard_sigmoid():
 
 def test_theano_ordered_keras1_convolution_is_refused():
     config = {"class_name": "Convolution2D", "config": {"name": "c", "nb_row": 3, "nb_col": 3, "dim_ordering": "th"}}
-    with pytest.raises(rules.RuleError, match="Theano"):
+    with pytest.raises(UntranslatableConfig, match="Theano"):
         rules.translate(config, "1.2.0")
 
 
@@ -172,7 +173,7 @@ def test_untranslatable_file_falls_back_to_tf_keras(tmp_path):
     path, inputs, expected = legacy_h5(tmp_path / "m.h5", build, time_major)
     try:
         loaded = load_model_file(ModelSource(name="m", version=1, path=path, batching=BATCHING))
-    except LoadFailure as exc:  # tf_keras may refuse it too; the reason then says both tried
+    except LoadError as exc:  # tf_keras may refuse it too; the reason then says both tried
         assert "Keras 3" in str(exc)
     else:
         assert loaded.loaded_by == "tf_keras"

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from app.serving.loader import LoadFailure, load_model_file, sniff_format
+from app.errors import LoadError
+from app.serving.loader import load_model_file, sniff_format
 from app.serving.runtime import CompiledModel
 from app.serving.types import BatchingSettings, ModelSource
 from tests import model_builders as mb
@@ -20,7 +21,7 @@ def source(path, **kwargs) -> ModelSource:
 
 
 def reason(path, **kwargs) -> str:
-    with pytest.raises(LoadFailure) as info:
+    with pytest.raises(LoadError) as info:
         load_model_file(source(path, **kwargs))
     text = str(info.value)
     assert "\n" not in text
@@ -136,7 +137,7 @@ def test_tf_keras_fallback_has_a_signature(tmp_path):
         [k.Input((4, 3), name="seq"), k.layers.LSTM(2, name="out")]), time_major)
     try:
         loaded = load_model_file(source(path))
-    except LoadFailure:
+    except LoadError:
         pytest.skip("tf_keras 2.21 refuses time_major=True as well")
     assert loaded.loaded_by == "tf_keras"
     assert loaded.signature.inputs[0].shape == (None, 4, 3)
@@ -162,11 +163,10 @@ def test_tf_keras_model_runs_in_the_compiled_forward_pass(tmp_path):
 
 
 def test_serving_json_safe_mode_reaches_the_loader(tmp_path):
-    from app.serving.repository import scan_repository
+    from app.serving.source import scan_source
+    from app.settings import load_settings
 
     mb.lambda_h5(tmp_path / "lam.h5")
     (tmp_path / "lam.serving.json").write_text(json.dumps({"safe_mode": False}))
-    config = {"MAX_BATCH_SIZE": 8, "MAX_BATCH_DELAY_MS": 0, "MAX_QUEUE_ROWS": 8, "REQUEST_TIMEOUT": 1,
-              "RUNTIME": "auto"}
-    (found,) = scan_repository(tmp_path, config)
+    (found,) = scan_source(tmp_path, load_settings(environ={}))
     assert load_model_file(found).loaded_by

@@ -9,15 +9,23 @@ import pytest
 
 from app import errors
 from app.serving.registry import ModelRegistry
+from app.serving.servable import ServableVersion
 from app.serving.types import BatchingSettings, ModelSource, ModelState
 
 SETTINGS = BatchingSettings(max_batch_size=8, max_batch_delay_ms=0, max_queue_rows=64, request_timeout=5)
 
 
+def _sources(spec: dict[str, dict[int, ModelState]]) -> list[ModelSource]:
+    return [ModelSource(name, version, Path(f"/m/{name}/{version}/m.keras"), SETTINGS)
+            for name, versions in spec.items() for version in versions]
+
+
+def refuse_to_load(servable: ServableVersion) -> None:
+    raise AssertionError("_registry sets the states itself: nothing may be loaded")
+
+
 def _registry(spec: dict[str, dict[int, ModelState]], **kwargs) -> ModelRegistry:
-    sources = [ModelSource(name, version, Path(f"/m/{name}/{version}/m.keras"), SETTINGS)
-               for name, versions in spec.items() for version in versions]
-    registry = ModelRegistry(sources, **kwargs)
+    registry = ModelRegistry(_sources(spec), refuse_to_load, **kwargs)
     for servable in registry.versions():
         servable.state = spec[servable.name][servable.version]
         if servable.state is ModelState.AVAILABLE:
@@ -88,3 +96,45 @@ def test_readiness_names_what_is_not_available():
     assert [(b["model"], b["version"], b["state"]) for b in blocking] == [("b", 1, "FAILED"), ("b", 2, "LOADING")]
     lenient = _registry({"a": {1: AVAILABLE}, "b": {1: FAILED}}, strict_readiness=False)
     assert lenient.readiness() == (True, [])
+
+
+class RecordingLoader:
+    """A loader that makes every version AVAILABLE (or FAILED for `fail`) and records the order."""
+
+    def __init__(self, fail: set[tuple[str, int]] = frozenset()):
+        self.loaded: list[tuple[str, int]] = []
+        self.fail = fail
+
+    def __call__(self, servable: ServableVersion) -> None:
+        self.loaded.append((servable.name, servable.version))
+        if (servable.name, servable.version) in self.fail:
+            raise RuntimeError("the loader\nbroke")
+        servable.batcher = object()
+        servable.state = AVAILABLE
+
+
+def test_the_manager_gives_every_aspired_version_to_its_loader_in_order():
+    loader = RecordingLoader()
+    registry = ModelRegistry(_sources({"b": {2: LOADING, 1: LOADING}, "a": {1: LOADING}}), loader)
+    assert registry.wait_until_settled(30)
+    assert loader.loaded == [("a", 1), ("b", 1), ("b", 2)]
+    assert registry.readiness() == (True, [])
+    assert registry.resolve("b", None).version == 2
+
+
+def test_nothing_loads_until_loading_is_started_or_waited_for():
+    loader = RecordingLoader()
+    registry = ModelRegistry(_sources({"m": {1: LOADING}}), loader)
+    assert registry.names() == ["m"] and registry.get("m", 1).state is LOADING
+    assert loader.loaded == [] and registry.readiness()[0] is False
+    registry.start_loading()
+    registry.start_loading()
+    assert registry.wait_until_settled(30) and loader.loaded == [("m", 1)]
+
+
+def test_a_loader_that_raises_leaves_the_version_failed_with_a_one_line_reason():
+    registry = ModelRegistry(_sources({"m": {1: LOADING, 2: LOADING}}), RecordingLoader(fail={("m", 2)}))
+    assert registry.wait_until_settled(30)
+    failed = registry.get("m", 2)
+    assert failed.state is FAILED and failed.error == "RuntimeError: the loader broke"
+    assert registry.resolve("m", None).version == 1

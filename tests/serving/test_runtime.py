@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.errors import LoadError
 from app.serving.lifecycle import probe_inputs, warm_up
-from app.serving.loader import LoadFailure, load_model_file
+from app.serving.loader import load_model_file
 from app.serving.runtime import CompiledModel, choose_runtime
 from app.serving.tflite_runtime import LiteModel, bucket, convert
 from app.serving.types import BatchingSettings, ModelSource
@@ -65,7 +66,7 @@ def test_a_model_tflite_cannot_convert_falls_back_with_the_reason(tmp_path):
 
 def test_tflite_preference_fails_the_load_when_tflite_is_unavailable(tmp_path):
     compiled = compiled_model(mb.tokens_lstm(tmp_path / "tokens.keras"))
-    with pytest.raises(LoadFailure, match="runtime tflite is required"):
+    with pytest.raises(LoadError, match="runtime tflite is required"):
         choose_runtime(compiled, probe_for(compiled), "tflite", threads=1)
 
 

@@ -7,33 +7,30 @@ import marshal
 import sys
 from typing import Any
 
+from app.errors import RefusedConfig
 from app.serving.legacy.walk import iter_layers
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-class Refused(Exception):
-    """The config holds something this server will not run; the message is a one-line reason."""
-
-
 def check_config(model_config: dict[str, Any], safe_mode: bool, keras_version: str | None,
                  setting_hint: str = '"safe_mode": false in the model\'s serving.json') -> None:
-    """Raise Refused for a Keras 1 Merge layer, a Lambda in safe mode, or Lambda bytecode from another Python."""
+    """Raise RefusedConfig for a Keras 1 Merge layer, a Lambda in safe mode, or Lambda bytecode from another Python."""
     for node in iter_layers(model_config):
         config = node.get("config") if isinstance(node.get("config"), dict) else {}
         name = config.get("name", node.get("name", "?"))
         if node["class_name"] == "Merge":
-            raise Refused(f"layer {name!r} is a Keras 1 'Merge' layer, which no longer exists in Keras 2 or 3; "
+            raise RefusedConfig(f"layer {name!r} is a Keras 1 'Merge' layer, which no longer exists in Keras 2 or 3; "
                           "rebuild the model with the functional API (Concatenate, Add, ...)")
         if node["class_name"] != "Lambda":
             continue
         if safe_mode:
-            raise Refused(f"layer {name!r} is a Lambda layer (stored Python code), refused in safe mode; "
+            raise RefusedConfig(f"layer {name!r} is a Lambda layer (stored Python code), refused in safe mode; "
                           f"set {setting_hint} to allow it (trusted files only)")
         stored_code = config.get("function_type", "lambda") == "lambda"
         if stored_code and not _bytecode_loads(config.get("function")):
             saved = f"Keras {keras_version}" if keras_version else "an older Keras"
-            raise Refused(f"Lambda layer {name!r} stores Python bytecode written by another Python version "
+            raise RefusedConfig(f"Lambda layer {name!r} stores Python bytecode written by another Python version "
                           f"(saved by {saved}); it cannot run on Python {PYTHON}: rebuild the model in code "
                           "and load only its weights, or re-save it on this Python version")
 

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.errors import NotAModel, one_line
+
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
-
-
-class NotAModel(Exception):
-    """The file is not a servable model; the message is a one-line reason."""
 
 
 @dataclass
@@ -66,7 +64,7 @@ def _read_hdf5(path: Path) -> StoredModel:
         if "truncated" in text:
             raise NotAModel(f"{path.name} is a truncated HDF5 file ({_size_note(text)}); "
                             "the download or copy was incomplete") from None
-        raise NotAModel(f"{path.name} is a corrupt HDF5 file: {' '.join(text.split())[:150]}") from None
+        raise NotAModel(f"{path.name} is a corrupt HDF5 file: {one_line(text, 150)}") from None
     with handle:
         attrs = handle.attrs
         raw = attrs.get("model_config")
@@ -74,7 +72,7 @@ def _read_hdf5(path: Path) -> StoredModel:
         keras_version = _text(attrs.get("keras_version") or weights.attrs.get("keras_version"))
         backend = _text(attrs.get("backend") or weights.attrs.get("backend"))
         if raw is None:
-            if "layer_names" in weights.attrs:
+            if "layer_names" in weights.attrs or _keras3_weights(handle):
                 raise NotAModel(f"{path.name} holds weights only (saved by save_weights): "
                                 "there is no model config, so the architecture is missing")
             raise NotAModel(f"{path.name} is an HDF5 file without a Keras model config")
@@ -93,6 +91,11 @@ def _read_zip(path: Path) -> StoredModel:
     except zipfile.BadZipFile as exc:
         raise NotAModel(f"{path.name} is a truncated or corrupt zip archive: {exc}") from None
     return StoredModel("keras_zip", config, meta.get("keras_version"), meta.get("backend"))
+
+
+def _keras3_weights(handle: Any) -> bool:
+    """Whether an HDF5 file has the layout of Keras 3's `save_weights("x.weights.h5")` (`layers/` and `vars/`)."""
+    return "vars" in handle and "layers" in handle
 
 
 def _text(value: Any) -> str | None:

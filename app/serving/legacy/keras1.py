@@ -1,7 +1,8 @@
 """Rule `keras1_names`: Keras 1 layer classes and arguments renamed to their Keras 2/3 names."""
 from __future__ import annotations
 
-from app.serving.legacy.walk import Config, RuleError, layer_configs
+from app.errors import UntranslatableConfig
+from app.serving.legacy.walk import Config, layer_configs
 
 # Keras 1 layer names and arguments that map one to one onto Keras 2/3 ones.
 KERAS1_CLASSES = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Convolution3D": "Conv3D",
@@ -30,7 +31,7 @@ def keras1_names(model_config: Config) -> bool:
         if "nb_row" in config:
             config["kernel_size"] = [config.pop("nb_row"), config.pop("nb_col")]
         if config.pop("dim_ordering", "tf") == "th":
-            raise RuleError(f"layer {config.get('name')!r} uses Keras 1 Theano dimension ordering, "
+            raise UntranslatableConfig(f"layer {config.get('name')!r} uses Keras 1 Theano dimension ordering, "
                             "whose kernels are not translated")
         renames = {**KERAS1_ARGUMENTS, **KERAS1_PER_CLASS.get(node["class_name"], {})}
         for old, new in renames.items():

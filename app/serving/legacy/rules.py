@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from app.errors import UntranslatableConfig
 from app.serving.legacy.keras1 import keras1_names
-from app.serving.legacy.walk import Config, RuleError, iter_layers, layer_configs
+from app.serving.legacy.walk import Config, iter_layers, layer_configs
 
 WRAPPERS = ("TimeDistributed", "Bidirectional")
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
@@ -140,7 +141,7 @@ def removed_arguments(model_config: Config) -> bool:
             if argument not in config:
                 continue
             if config[argument] != neutral:
-                raise RuleError(f"layer {config.get('name')!r} ({node['class_name']}) uses "
+                raise UntranslatableConfig(f"layer {config.get('name')!r} ({node['class_name']}) uses "
                                 f"{argument}={config[argument]!r}, which Keras 3 no longer supports")
             del config[argument]
             changed = True

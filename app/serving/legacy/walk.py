@@ -7,10 +7,6 @@ from typing import Any
 Config = dict[str, Any]
 
 
-class RuleError(ValueError):
-    """A legacy config that no rule can translate faithfully (message is a one-line reason)."""
-
-
 def iter_layers(node: Any) -> Iterator[Config]:
     """Every layer config (`{"class_name", "config"}`) in the tree, nested models and wrappers included."""
     if not isinstance(node, dict) or "class_name" not in node:

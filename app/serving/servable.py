@@ -1,0 +1,63 @@
+"""A servable version: one version of one model, its state and, once AVAILABLE, its batcher (no TensorFlow)."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.serving.batching import Batcher
+from app.serving.types import ModelSource, ModelState, Signature
+
+
+@dataclass
+class ServableVersion:
+    """One aspired version: its source, state and, once AVAILABLE, its batcher.
+
+    The loader moves it from LOADING to AVAILABLE or FAILED (with `error`) and then sets `settled`;
+    the manager (`ModelRegistry`) only reads it."""
+
+    source: ModelSource
+    state: ModelState = ModelState.LOADING
+    error: str | None = None
+    signature: Signature | None = None
+    batcher: Batcher | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    settled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.source.name
+
+    @property
+    def version(self) -> int:
+        """The version number."""
+        return self.source.version
+
+    def summary(self) -> dict[str, Any]:
+        """State for `GET /models`: version, state and, when FAILED, the reason."""
+        out: dict[str, Any] = {"version": self.version, "state": self.state.value}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Everything known about this version, for `GET /models/NAME[/versions/V]`."""
+        out = self.summary()
+        out["source"] = str(self.source.path) if self.source.path else None
+        out["settings_file"] = str(self.source.config_path) if self.source.config_path else None
+        out["custom_objects"] = str(self.source.custom_objects_path) if self.source.custom_objects_path else None
+        out.update(self.metadata)
+        if self.signature is not None:
+            out["inputs"] = [spec.to_dict() for spec in self.signature.inputs]
+            out["outputs"] = [spec.to_dict() for spec in self.signature.outputs]
+        out["batching"] = self.source.batching.to_dict()
+        if self.batcher is not None:
+            out["stats"] = self.batcher.stats()
+        return out
+
+
+# A loader brings one servable version from LOADING to AVAILABLE or FAILED; it never raises.
+Loader = Callable[[ServableVersion], None]
+
