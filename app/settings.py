@@ -1,0 +1,197 @@
+"""Typed settings: the server's (`SERVING_*`), gunicorn's, and each model's `serving.json`.
+
+Each setting is declared once below with its meaning; the settings table of
+docs/operations.md is generated from these declarations (scripts/settings_table.py).
+No TensorFlow here: gunicorn.conf.py imports this module in the master.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+from app.serving.types import RUNTIMES, BatchingSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]  # "auto", "tflite" or "tf"
+
+
+def _stripped(convert: Any) -> BeforeValidator:
+    """Strip a string value and apply `convert` (e.g. str.upper) before validation."""
+    return BeforeValidator(lambda value: convert(value.strip()) if isinstance(value, str) else value)
+
+
+class Settings(BaseSettings):
+    """The server's settings: defaults, then `SERVING_<NAME>` variables, then `create_app(test_config)`."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVING_", frozen=True, extra="forbid")
+
+    model_dir: Path = Field(REPO_ROOT / "models", description=(
+        "Folder of models: `NAME.h5`/`NAME.keras` (version 1) or `NAME/VERSION/<file>`."))
+    default_model: Annotated[str | None, _stripped(lambda s: s or None)] = Field(None, description=(
+        "Model used when a request names none (otherwise the only available model)."))
+    max_content_length: PositiveInt = Field(32 * 1024 * 1024, description=(
+        "Largest request body in bytes; larger bodies get 413 before they are read."))
+    max_request_rows: PositiveInt = Field(10_000, description=(
+        "Most rows (examples) one request may carry; more get 413 `too_many_rows`."))
+    max_batch_size: PositiveInt = Field(256, description=(
+        "Most rows per forward pass; larger requests are split, concurrent ones are merged up to it."))
+    max_batch_delay_ms: NonNegativeFloat = Field(2.0, description=(
+        "Longest time the batcher holds the oldest request while more are on their way (ms)."))
+    max_queue_rows: PositiveInt = Field(2048, description=(
+        "Rows allowed to wait per model version; beyond it requests get 429 `overloaded`."))
+    max_queue_wait_ms: NonNegativeFloat = Field(50.0, description=(
+        "Longest an inference request may wait for a worker thread; later ones get 429 `overloaded` "
+        "before Flask sees them (0: no limit; measured by the bundled gunicorn worker)."))
+    queue_wait_grace_ms: NonNegativeFloat = Field(25.0, description=(
+        "How long waits must stay over SERVING_MAX_QUEUE_WAIT_MS before shedding starts, so a "
+        "momentary stall under normal load sheds nothing (ms; none within 1 s of the last 429)."))
+    request_timeout: NonNegativeFloat = Field(30.0, description=(
+        "Seconds a request may wait to run before it is dropped with 504 (0 disables)."))
+    loading_wait: NonNegativeFloat = Field(30.0, description=(
+        "Seconds a request for a version that is still LOADING waits for it before 503."))
+    strict_readiness: bool = Field(True, description=(
+        "When true, a FAILED model version keeps `/health/ready` at 503."))
+    runtime: Annotated[Runtime, _stripped(str.lower)] = Field("auto", description=(
+        "Forward pass: `auto` (TFLite when the model converts and agrees with TensorFlow, else a "
+        "TensorFlow function), `tflite` (or fail to load) or `tf`."))
+    tf_intra_op_threads: NonNegativeInt = Field(1, description=(
+        "TensorFlow (and TFLite) intra-op threads per worker (0 lets TensorFlow choose)."))
+    tf_inter_op_threads: NonNegativeInt = Field(1, description=(
+        "TensorFlow inter-op threads per worker (0 lets TensorFlow choose)."))
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _stripped(str.upper)] = Field(
+        "INFO", description="Log level of the `app` loggers.")
+
+
+class GunicornSettings(BaseSettings):
+    """gunicorn's settings, read by gunicorn.conf.py from the variables named below (no prefix)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_by_name=True)
+
+    host: str = Field("0.0.0.0", validation_alias="HOST", description="Address gunicorn binds to.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, validation_alias="PORT", description=(
+        "Port gunicorn binds to."))
+    web_concurrency: PositiveInt = Field(2, validation_alias="WEB_CONCURRENCY", description=(
+        "Worker processes; one per core (each holds its own copy of the models)."))
+    threads: PositiveInt = Field(4, validation_alias="GUNICORN_THREADS", description=(
+        "Threads per worker; more spend more CPU per request on GIL hand-offs."))
+    timeout: NonNegativeInt = Field(120, validation_alias="GUNICORN_TIMEOUT", description=(
+        "Seconds a silent worker may live before gunicorn restarts it (0 disables)."))
+    graceful_timeout: NonNegativeInt = Field(30, validation_alias="GUNICORN_GRACEFUL_TIMEOUT", description=(
+        "Seconds a stopping worker has to finish its requests."))
+    access_log: bool = Field(False, validation_alias="GUNICORN_ACCESS_LOG", description=(
+        "When true, gunicorn writes an access log line per request to stdout."))
+    log_level: Annotated[Literal["debug", "info", "warning", "error", "critical"], _stripped(str.lower)] = Field(
+        "info", validation_alias="GUNICORN_LOG_LEVEL", description="Log level of gunicorn's own logger.")
+
+
+SETTING_NAMES: frozenset[str] = frozenset(name.upper() for name in Settings.model_fields)
+AnySettings = TypeVar("AnySettings", Settings, GunicornSettings)
+
+
+def env_var(cls: type[BaseSettings], name: str) -> str:
+    """The environment variable that sets field `name` of `cls`."""
+    alias = cls.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def _load(cls: type[AnySettings], overrides: Mapping[str, Any], environ: Mapping[str, str]) -> AnySettings:
+    """`cls` from `environ` then `overrides`; raise ConfigError naming the variable and its value."""
+    given = {key.lower(): value for key, value in overrides.items()}
+    found = {key.upper(): value for key, value in environ.items()}  # names in any case, as pydantic-settings reads
+    raw = {name: found[env_var(cls, name)] for name in cls.model_fields if env_var(cls, name) in found}
+    # Every field is passed, so `environ` alone is read (cls() itself would read os.environ).
+    values = {name: field.default for name, field in cls.model_fields.items()} | raw | given
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_reason(cls, e, overrides, raw) for e in exc.errors())) from None
+
+
+def _reason(cls: type[BaseSettings], error: Any, overrides: Mapping[str, Any], raw: Mapping[str, str]) -> str:
+    """One failed field as `NAME=value is invalid: why`, NAME the variable (or override key) that set it."""
+    name = str(error["loc"][0])
+    if name in raw and not any(key.lower() == name for key in overrides):
+        return f"{env_var(cls, name)}={raw[name]!r} is invalid: {_lower_first(error['msg'])}"
+    key = next(key for key in overrides if key.lower() == name)
+    if error["type"] == "extra_forbidden":
+        return f"{key!r} is not a setting of {cls.__name__}"
+    return f"{key}={overrides[key]!r} is invalid: {_lower_first(error['msg'])}"
+
+
+def _lower_first(message: str) -> str:
+    return message[:1].lower() + message[1:]
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """The server's settings: defaults, `SERVING_*` variables, then `overrides` (keys in any case)."""
+    return _load(Settings, overrides or {}, os.environ if environ is None else environ)
+
+
+def load_gunicorn_settings(environ: Mapping[str, str] | None = None) -> GunicornSettings:
+    """gunicorn's settings from the environment; raise ConfigError naming a bad variable."""
+    return _load(GunicornSettings, {}, os.environ if environ is None else environ)
+
+
+class ModelSettings(BaseModel):
+    """One model's `serving.json`: each key is optional and overrides the server's setting.
+
+    Beside a flat file `NAME.h5` it is `NAME.serving.json`; in a model folder `NAME/serving.json`.
+    Unknown keys are an error (a typo must not pass silently).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: Annotated[int, Field(ge=1, strict=True)] | None = Field(None, description=(
+        "Overrides SERVING_MAX_BATCH_SIZE for this model."))
+    max_batch_delay_ms: NonNegativeFloat | None = Field(None, description=(
+        "Overrides SERVING_MAX_BATCH_DELAY_MS for this model."))
+    max_queue_rows: Annotated[int, Field(ge=1, strict=True)] | None = Field(None, description=(
+        "Overrides SERVING_MAX_QUEUE_ROWS for this model."))
+    request_timeout: NonNegativeFloat | None = Field(None, description=(
+        "Overrides SERVING_REQUEST_TIMEOUT for this model."))
+    safe_mode: bool = Field(True, description="Keras safe mode; false allows Lambda layers (trusted files only).")
+    runtime: Runtime | None = Field(None, description="Forward pass for this model; overrides SERVING_RUNTIME.")
+
+
+def read_model_settings(path: Path | None) -> ModelSettings:
+    """Read and validate a `serving.json` (none: every key unset); raise ValueError with a one-line reason."""
+    if path is None or not path.exists():
+        return ModelSettings()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path.name} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path.name} must hold a JSON object")
+    try:
+        return ModelSettings.model_validate(raw)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_lower_first(e['msg'])}" for e in exc.errors())
+        raise ValueError(f"{path.name} is invalid: {reasons}") from None
+
+
+def batching_settings(settings: Settings, model: ModelSettings) -> BatchingSettings:
+    """The server's batching settings with one model's overrides applied."""
+    def pick(name: str) -> Any:
+        value = getattr(model, name)
+        return getattr(settings, name) if value is None else value
+
+    return BatchingSettings(max_batch_size=pick("max_batch_size"), max_batch_delay_ms=pick("max_batch_delay_ms"),
+                            max_queue_rows=pick("max_queue_rows"), request_timeout=pick("request_timeout"))
+
+
+def model_runtime(settings: Settings, model: ModelSettings) -> str:
+    """The forward pass a model asks for: its `serving.json` runtime, else SERVING_RUNTIME."""
+    return settings.runtime if model.runtime is None else model.runtime
