@@ -1,8 +1,8 @@
 """The source: which versions the model folder asks to serve."""
 from __future__ import annotations
 
-from app.config import load_config
-from app.serving.repository import scan_repository
+from app.serving.source import scan_source
+from app.settings import load_settings
 
 
 def _touch(path, data=b"x"):
@@ -12,7 +12,7 @@ def _touch(path, data=b"x"):
 
 
 def _scan(root):
-    return scan_repository(root, load_config(environ={}))
+    return scan_source(root, load_settings(environ={}))
 
 
 def test_flat_files_are_version_one_and_folders_list_versions(tmp_path):
@@ -54,7 +54,7 @@ def test_serving_json_overrides_batching_and_safe_mode(tmp_path):
     assert sources["m"].batching.max_batch_size == 4
     assert sources["m"].safe_mode is False
     assert sources["flat"].batching.max_queue_rows == 8
-    assert sources["flat"].batching.max_batch_size == load_config(environ={})["MAX_BATCH_SIZE"]
+    assert sources["flat"].batching.max_batch_size == load_settings(environ={}).max_batch_size
 
 
 def test_invalid_serving_json_fails_that_model_with_a_reason(tmp_path):
@@ -63,3 +63,22 @@ def test_invalid_serving_json_fails_that_model_with_a_reason(tmp_path):
     (source,) = _scan(tmp_path)
     assert source.problem.startswith("serving.json is invalid")
     assert "typo" in source.problem and "max_batch_size" in source.problem
+
+
+def test_serving_json_runtime_overrides_the_server_runtime(tmp_path):
+    _touch(tmp_path / "chosen.h5")
+    (tmp_path / "chosen.serving.json").write_text('{"runtime": "tflite"}')
+    _touch(tmp_path / "plain.h5")
+    sources = {s.name: s for s in scan_source(tmp_path, load_settings({"RUNTIME": "tf"}, environ={}))}
+    assert sources["chosen"].runtime == "tflite"
+    assert sources["plain"].runtime == "tf"
+    assert sources["plain"].safe_mode is True
+
+
+def test_a_failed_version_keeps_the_server_batching_settings(tmp_path):
+    _touch(tmp_path / "flat.h5")
+    (tmp_path / "flat.serving.json").write_text('{"max_batch_size": 4.5}')
+    settings = load_settings({"MAX_BATCH_SIZE": 12}, environ={})
+    (source,) = scan_source(tmp_path, settings)
+    assert source.problem.startswith("flat.serving.json is invalid: max_batch_size")
+    assert source.batching.max_batch_size == 12

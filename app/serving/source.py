@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
-from app.serving.model_config import batching_settings, read_model_config
 from app.serving.types import ModelSource
+from app.settings import ModelSettings, Settings, batching_settings, model_runtime, read_model_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
 
 
-def scan_repository(model_dir: Path, config: dict[str, Any]) -> list[ModelSource]:
+def scan_source(model_dir: Path, settings: Settings) -> list[ModelSource]:
     """Every aspired version under `model_dir`, sorted by name then version."""
     if not model_dir.is_dir():
         log.warning("model folder %s does not exist; serving no models", model_dir)
@@ -36,10 +35,10 @@ def scan_repository(model_dir: Path, config: dict[str, Any]) -> list[ModelSource
             continue
         if entry.is_file() and entry.suffix in MODEL_SUFFIXES:
             name = entry.name[: -len(entry.suffix)]
-            found = [_flat_source(entry, name, config)]
+            found = [_flat_source(entry, name, settings)]
         elif entry.is_dir():
             name = entry.name
-            found = _folder_sources(entry, config)
+            found = _folder_sources(entry, settings)
         else:
             continue
         if not NAME_PATTERN.match(name):
@@ -47,19 +46,19 @@ def scan_repository(model_dir: Path, config: dict[str, Any]) -> list[ModelSource
             continue
         if name in sources and found:
             clash = f"model {name!r} is defined twice ({entry.name} and another file or folder)"
-            found = [_failed(name, s.version, config, clash) for s in found]
-            sources[name] = [_failed(name, s.version, config, clash) for s in sources[name]]
+            found = [_failed(name, s.version, settings, clash) for s in found]
+            sources[name] = [_failed(name, s.version, settings, clash) for s in sources[name]]
         sources.setdefault(name, []).extend(found)
     return [s for name in sorted(sources) for s in sorted(sources[name], key=lambda s: s.version)]
 
 
-def _flat_source(path: Path, name: str, config: dict[str, Any]) -> ModelSource:
+def _flat_source(path: Path, name: str, settings: Settings) -> ModelSource:
     settings_path = path.with_name(f"{name}.serving.json")
     custom = path.with_name(f"{name}.custom_objects.py")
-    return _source(name, 1, path, config, settings_path, custom)
+    return _source(name, 1, path, settings, settings_path, custom)
 
 
-def _folder_sources(folder: Path, config: dict[str, Any]) -> list[ModelSource]:
+def _folder_sources(folder: Path, settings: Settings) -> list[ModelSource]:
     name = folder.name
     settings_path = folder / "serving.json"
     custom = folder / "custom_objects.py"
@@ -70,35 +69,35 @@ def _folder_sources(folder: Path, config: dict[str, Any]) -> list[ModelSource]:
         files = sorted(p for p in child.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES)
         version = int(child.name)
         if len(files) == 1:
-            found.append(_source(name, version, files[0], config, settings_path, custom))
+            found.append(_source(name, version, files[0], settings, settings_path, custom))
         elif not files:
-            found.append(_failed(name, version, config, f"{name}/{child.name}/ holds no .h5 or .keras file"))
+            found.append(_failed(name, version, settings, f"{name}/{child.name}/ holds no .h5 or .keras file"))
         else:
             listed = ", ".join(p.name for p in files)
-            found.append(_failed(name, version, config,
+            found.append(_failed(name, version, settings,
                                  f"{name}/{child.name}/ holds several model files ({listed}); keep one"))
     return found
 
 
-def _source(name: str, version: int, path: Path, config: dict[str, Any],
+def _source(name: str, version: int, path: Path, settings: Settings,
             settings_path: Path, custom: Path) -> ModelSource:
     try:
-        overrides = read_model_config(settings_path)
+        model = read_model_settings(settings_path)
     except ValueError as exc:
-        return _failed(name, version, config, str(exc), path=path)
+        return _failed(name, version, settings, str(exc), path=path)
     return ModelSource(
         name=name,
         version=version,
         path=path,
-        batching=batching_settings(config, overrides),
-        safe_mode=overrides.get("safe_mode", True),
-        runtime=overrides.get("runtime", config["RUNTIME"]),
+        batching=batching_settings(settings, model),
+        safe_mode=model.safe_mode,
+        runtime=model_runtime(settings, model),
         custom_objects_path=custom if custom.is_file() else None,
         config_path=settings_path if settings_path.is_file() else None,
     )
 
 
-def _failed(name: str, version: int, config: dict[str, Any], problem: str,
+def _failed(name: str, version: int, settings: Settings, problem: str,
             path: Path | None = None) -> ModelSource:
     return ModelSource(name=name, version=version, path=path,
-                       batching=batching_settings(config, {}), problem=problem)
+                       batching=batching_settings(settings, ModelSettings()), problem=problem)
