@@ -30,11 +30,11 @@ def server(model_repo):
         yield base
 
 
-def test_readme_curl_examples_work_against_the_demo_model():
-    """Every one-line `curl ... localhost:8000` in the README answers JSON with the status it documents."""
-    readme = (ROOT / "README.md").read_text()
+def test_readme_and_api_doc_curl_examples_work_against_the_demo_model():
+    """Every one-line `curl ... localhost:8000` in README.md and docs/api.md answers JSON with its documented status."""
+    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "api.md").read_text()
     commands = [c for c in re.findall(r"^(curl .+?)$", readme, flags=re.M) if "localhost:8000" in c]
-    assert len(commands) >= 10, "the README shows curl examples for every endpoint"
+    assert len(commands) >= 20, "the README and docs/api.md show curl examples for every endpoint"
     with running_server(ROOT / "models") as base:
         port = base.rsplit(":", 1)[1]
         for command in commands:
