@@ -1,14 +1,14 @@
 """The HTTP ceiling: the same Flask + gunicorn layout answering a constant, with no model.
 
 `gunicorn -c gunicorn.conf.py bench.ceiling_app:app`. The answer has the shape the model
-would give (rows x 10), chosen from the body's length among the bench's request bodies.
+would give (rows x 10), chosen from the body's length among the bench scenarios' bodies.
 """
 from __future__ import annotations
 
 import orjson
 from flask import Flask, Response, request
 
-from bench.models import output_shape, predict_body
+from bench.models import SCENARIOS, output_shape, predict_body
 
 app = Flask(__name__)
 
@@ -19,8 +19,7 @@ def _constant(model: str, rows: int) -> bytes:
                          "predictions": [[0.1] * shape[1] for _ in range(shape[0])]})
 
 
-ANSWERS: dict[int, bytes] = {len(predict_body(model, rows)): _constant(model, rows)
-                             for model in ("mlp", "cnn") for rows in (1, 32)}
+ANSWERS: dict[int, bytes] = {len(predict_body(s)): _constant(s.model, s.rows) for s in SCENARIOS}
 DEFAULT = _constant("mlp", 1)
 
 

@@ -1,13 +1,32 @@
-"""The bench models (an MLP and a small CNN), saved as `.keras` files, and their JSON bodies."""
+"""The bench models (an MLP and a small CNN), saved as `.keras` files, and the scenarios' JSON bodies."""
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 MLP_INPUTS, MLP_HIDDEN, MLP_OUTPUTS = 256, 64, 10
 CNN_SHAPE = (28, 28, 1)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One wrk scenario: `rows` rows for `model` per request, with full-precision or 4-decimal numbers."""
+
+    name: str
+    model: str
+    rows: int
+    short_numbers: bool = False
+
+
+# Full precision is what a client sends that calls json.dumps on float32 values turned into Python
+# floats (`.tolist()`): 17 significant digits, e.g. 0.12345679104328156. The short scenario keeps the
+# 4-decimal numbers (0.1235) the bench used to send everywhere, for comparison.
+SCENARIOS = (Scenario("mlp-1", "mlp", 1), Scenario("mlp-32", "mlp", 32),
+             Scenario("mlp-32-short", "mlp", 32, short_numbers=True), Scenario("cnn-1", "cnn", 1))
 
 
 def build_models(folder: Path) -> dict[str, Path]:
@@ -35,9 +54,9 @@ def build_models(folder: Path) -> dict[str, Path]:
 
 
 def sample_rows(model: str, rows: int, seed: int = 0) -> np.ndarray:
-    """Deterministic float32 input rows for `model`."""
+    """Deterministic float32 input rows for `model`, uniform in [0, 1)."""
     shape = (rows, MLP_INPUTS) if model == "mlp" else (rows, *CNN_SHAPE)
-    return np.random.default_rng(seed).random(shape, dtype=np.float32).round(4)
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
 def output_shape(model: str, rows: int) -> tuple[int, ...]:
@@ -45,9 +64,11 @@ def output_shape(model: str, rows: int) -> tuple[int, ...]:
     return (rows, 10)
 
 
-def predict_body(model: str, rows: int) -> bytes:
-    """The JSON body of a native `/predict` request with `rows` rows."""
-    import orjson
+def predict_body(scenario: Scenario) -> bytes:
+    """The JSON body of the scenario's native `/predict` request."""
+    rows = sample_rows(scenario.model, scenario.rows)
+    if scenario.short_numbers:
+        import orjson  # writes each float32 in its shortest form: 0.1235
 
-    return orjson.dumps({"model": model, "instances": sample_rows(model, rows)},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps({"model": scenario.model, "instances": rows.round(4)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps({"model": scenario.model, "instances": rows.tolist()}).encode()

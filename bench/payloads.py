@@ -5,6 +5,8 @@ Against an already running server that serves a model with one input of shape (N
     .venv/bin/python -m bench.payloads --url http://127.0.0.1:8000 --model mlp
     .venv/bin/python -m bench.payloads --build-models /tmp/bench-models   # bench.models' mlp.keras (and cnn)
 
+The JSON bodies carry the numbers json.dumps writes for the float32 values turned into Python
+floats (17 significant digits), as a client sending `x.tolist()` does.
 Each path is driven for a few seconds by a few threads (one keep-alive http.client connection each);
 bodies are encoded once up front, so the numbers measure the server's decode/infer/encode.
 A 429 (queue full: 1000-row requests fill the default 1024-row queue fast) is retried and
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import statistics
 import threading
 import time
@@ -35,20 +38,20 @@ Request = tuple[str, bytes, dict[str, str]]
 
 def requests_for(url: str, model: str, input_name: str, x: np.ndarray) -> dict[str, Request]:
     """(url, body, headers) for each path, all carrying the same tensor `x`."""
-    opts = orjson.OPT_SERIALIZE_NUMPY
     json_headers = {"Content-Type": "application/json"}
     head = orjson.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(x.shape),
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "parameters": {"binary_data_output": True}})
-    v2_json = orjson.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(x.shape),
-                                        "data": x.reshape(-1)}]}, option=opts)
+    v2_json = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(x.shape),
+                                      "data": x.reshape(-1).tolist()}]}).encode()
+    instances = x.tolist()
     infer = f"{url}/v2/models/{model}/infer"
     return {
         "v2_binary": (infer, head + x.tobytes(), {HEADER: str(len(head)), "Content-Type": "application/octet-stream"}),
         "v2_json": (infer, v2_json, json_headers),
-        "tfserving_json": (f"{url}/v1/models/{model}:predict", orjson.dumps({"instances": x}, option=opts),
+        "tfserving_json": (f"{url}/v1/models/{model}:predict", json.dumps({"instances": instances}).encode(),
                            json_headers),
-        "predict": (f"{url}/predict", orjson.dumps({"model": model, "instances": x}, option=opts), json_headers),
+        "predict": (f"{url}/predict", json.dumps({"model": model, "instances": instances}).encode(), json_headers),
     }
 
 

@@ -9,16 +9,56 @@ from typing import Any
 Row = dict[str, Any]
 
 
+COLUMNS = ("server", "scenario", "conns", "req/s", "x ceiling", "p50 ms", "p90 ms", "p99 ms", "non-2xx",
+           "sock err", "RSS MB")
+
+
+def _cells(rows: list[Row]) -> list[list[str]]:
+    """Each wrk run as the table's cells (x ceiling: req/s over the ceiling's at the same point)."""
+    out = []
+    for r in rows:
+        ceiling = find(rows, "ceiling", r["scenario"], r["connections"])
+        ratio = f"{r['rps'] / ceiling['rps']:.2f}" if ceiling and ceiling["rps"] and r["server"] != "ceiling" else ""
+        out.append([r["server"], r["scenario"], str(r["connections"]), f"{r['rps']:.0f}", ratio, f"{r['p50_ms']:.2f}",
+                    f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["non_2xx"]),
+                    str(sum(r["socket_errors"].values())), f"{r['rss_mb']:.0f}"])
+    return out
+
+
 def table(rows: list[Row]) -> str:
     """One fixed-width table of every wrk run."""
-    head = (f"{'server':9} {'scenario':9} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-            f"{'non-2xx':>8} {'sock err':>8} {'RSS MB':>7}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['server']:9} {r['scenario']:9} {r['connections']:>5} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} "
-                     f"{r['p90_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx']:>8} {sum(r['socket_errors'].values()):>8} "
-                     f"{r['rss_mb']:>7.0f}")
+    widths = (8, 12, 5, 8, 9, 8, 8, 8, 8, 8, 7)
+
+    def line(cells: list[str]) -> str:
+        return " ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    head = line(list(COLUMNS))
+    return "\n".join([head, "-" * len(head), *(line(cells) for cells in _cells(rows))])
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """The same table in Markdown."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in _cells(rows)])
+
+
+def short_numbers_text(rows: list[Row]) -> str:
+    """The service on 32-row requests with full-precision against 4-decimal numbers, where both ran."""
+    lines = []
+    for conns in sorted({r["connections"] for r in rows}):
+        full, short = find(rows, "service", "mlp-32", conns), find(rows, "service", "mlp-32-short", conns)
+        if full and short:
+            lines.append(f"MLP 32-row, {conns} conns: full precision {full['rps']:.0f} req/s (p99 {full['p99_ms']:.1f} "
+                         f"ms), 4 decimals {short['rps']:.0f} req/s (p99 {short['p99_ms']:.1f} ms): "
+                         f"{full['rps'] / short['rps']:.2f}x")
     return "\n".join(lines)
+
+
+def overload_text(overload: Row) -> str:
+    """One line on the overload scenario."""
+    return (f"overload: {overload['rps']:.0f} answers/s, statuses {overload['statuses']}, socket errors "
+            f"{overload['socket_errors']}, 200s p50 {overload['ok_p50_ms']} ms p99 {overload['ok_p99_ms']} ms "
+            f"(median of {', '.join(str(p99) for p99 in overload['ok_p99_runs_ms'])})")
 
 
 def find(rows: list[Row], server: str, scenario: str, conns: int) -> Row | None:
@@ -44,7 +84,7 @@ def targets(rows: list[Row], overload: Row | None) -> list[tuple[str, bool | Non
         ratio = svc["rps"] / tut["rps"] if tut["rps"] else float("inf")
         add("32 conns, MLP 1-row: >= 50x tutorial req/s", ratio >= 50,
             f"{svc['rps']:.0f} vs {tut['rps']:.0f} = {ratio:.0f}x")
-    for scenario in ("mlp-1", "mlp-32", "cnn-1"):
+    for scenario in ("mlp-1", "mlp-32", "cnn-1"):  # mlp-32-short is there for comparison, not a target
         s1, c1 = find(rows, "service", scenario, 1), find(rows, "ceiling", scenario, 1)
         if s1 and c1:
             add(f"1 conn, {scenario}: p50 <= ceiling p50 + 1 ms", s1["p50_ms"] <= c1["p50_ms"] + 1.0,
@@ -78,7 +118,25 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+def write_markdown(path: Path, payload: dict[str, Any], checks: list[tuple[str, bool | None, str]]) -> Path:
+    """The run as Markdown: command, machine, table, overload, targets (for bench/RESULTS.md)."""
+    m = payload["machine"]
+    parts = [f"Command: `{payload['command']}` (service from `{payload['server_root']}`; {payload['elapsed_s']} s)",
+             f"Machine: {m['cpu']}, {m['cores']} cores (nproc), Python {m['python']}, Linux {m['kernel']}; "
+             f"{payload['seconds_per_run']:g} s per wrk run; run {payload['when']}", markdown_table(payload["runs"])]
+    if payload["overload"]:
+        parts.append(overload_text(payload["overload"]))
+    if comparison := short_numbers_text(payload["runs"]):
+        parts.append(comparison.replace("\n", "  \n"))
+    if checks:
+        parts.append("\n".join(f"- {line}" for line in targets_text(checks).splitlines()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
 
 
 def write_json(folder: Path, name: str, payload: Any) -> Path:

@@ -28,16 +28,21 @@ def command(kind: str, port: int) -> list[str]:
 
 @contextmanager
 def serve(kind: str, model_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
-          ready_timeout: float = 180) -> Iterator[tuple[str, int]]:
-    """Yield (base URL, master pid) of a ready server; SIGTERM its process group afterwards."""
+          ready_timeout: float = 180, root: Path = ROOT) -> Iterator[tuple[str, int]]:
+    """Yield (base URL, master pid) of a ready server; SIGTERM its process group afterwards.
+
+    The service starts from `root`'s gunicorn.conf.py and wsgi.py, with `root` as its working
+    directory and this interpreter (another checkout, for before/after runs); the ceiling and the
+    tutorial app are this checkout's own."""
+    root = root if kind == "service" else ROOT
     port = free_port()
     full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "SERVING_MODEL_DIR": str(model_dir),
-                "BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+                "BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2",
                 **(env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{kind}-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command(kind, port), cwd=ROOT, env=full_env, stdout=log,
+        proc = subprocess.Popen(command(kind, port), cwd=root, env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
