@@ -36,7 +36,7 @@ lint: $(BIN)/.dev
 	$(BIN)/hadolint Dockerfile
 
 bench: $(BIN)/.dev $(NATIVE)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 train-demo: $(BIN)/.runtime
 	$(BIN)/python scripts/train_iris.py
