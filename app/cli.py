@@ -1,13 +1,12 @@
 """`flask --app wsgi models check PATH...`: will my file serve? (also `python -m app.cli check PATH...`).
 
-Each PATH is loaded exactly as the server loads a model version (load_model_file, CompiledModel,
-warm_up, choose_runtime); the model folder is not needed. Settings and custom code
+Each PATH is prepared exactly as the server's loader prepares a model version (`lifecycle.prepare`:
+load, compile, warm up, choose the runtime); the model folder is neither needed nor loaded. Settings and custom code
 next to the file are honoured like in the model folder: `NAME.serving.json` / `NAME.custom_objects.py`
 beside `NAME.h5`, or `serving.json` / `custom_objects.py` in `NAME/` for `NAME/VERSION/file`.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -15,6 +14,7 @@ import click
 from app.serving.types import BatchingSettings, ModelSource
 
 CHECK_BATCHING = BatchingSettings(max_batch_size=1, max_batch_delay_ms=0, max_queue_rows=1, request_timeout=1)
+CHECK_TF_THREADS = (1, 1)  # intra-op, inter-op: the server's defaults
 
 
 @click.group("models", help="Inspect model files.")
@@ -33,38 +33,31 @@ def _beside(path: Path, name: str, folder_name: str) -> Path | None:
 
 def source_for(path: Path, custom_objects: Path | None = None, safe_mode: bool | None = None) -> ModelSource:
     """The ModelSource the repository would build for `path`, with command-line overrides."""
-    from app.serving.model_config import read_model_config
+    from app.settings import read_model_settings
 
     settings = _beside(path, "serving.json", "serving.json")
-    overrides = read_model_config(settings) if settings else {}
+    model = read_model_settings(settings)
     return ModelSource(name=path.stem, version=1, path=path, batching=CHECK_BATCHING,
-                       safe_mode=overrides.get("safe_mode", True) if safe_mode is None else safe_mode,
-                       runtime=overrides.get("runtime", "auto"),
+                       safe_mode=model.safe_mode if safe_mode is None else safe_mode,
+                       runtime=model.runtime or "auto",
                        custom_objects_path=custom_objects or _beside(path, "custom_objects.py", "custom_objects.py"),
                        config_path=settings)
 
 
 def check_file(source: ModelSource) -> tuple[bool, list[str]]:
     """Load, compile and warm up one file; (served?, lines to print)."""
-    from app.serving.lifecycle import probe_inputs, warm_up
-    from app.serving.loader import LoadFailure, load_model_file
-    from app.serving.runtime import CompiledModel, choose_runtime
+    from app.errors import LoadError
+    from app.serving.lifecycle import prepare  # imports TensorFlow
 
-    started = time.perf_counter()
     try:
-        loaded = load_model_file(source)
-        load_seconds = time.perf_counter() - started
-        compiled = CompiledModel(loaded)
-        warmup_seconds, sample = warm_up(compiled, loaded.signature)
-        forward, not_tflite = choose_runtime(compiled, probe_inputs(sample), source.runtime, 1)
-    except LoadFailure as exc:
+        ready = prepare(source, CHECK_TF_THREADS)
+    except LoadError as exc:
         return False, [f"{source.path}: FAILED {exc}"]
-    except Exception as exc:  # noqa: BLE001 - any cause becomes the reason
-        return False, [f"{source.path}: FAILED {' '.join(f'{type(exc).__name__}: {exc}'.split())[:300]}"]
+    loaded, not_tflite = ready.loaded, ready.not_tflite
     saved = f"Keras {loaded.keras_version or '?'}" + (f" ({loaded.backend})" if loaded.backend else "")
     lines = [f"{source.path}: OK via {loaded.loaded_by}; {loaded.file_format} saved by {saved}; "
-             f"load {load_seconds:.2f}s, warm-up {warmup_seconds:.3f}s"]
-    lines.append(f"  runtime {forward.kind}" + (f" (TFLite not used: {not_tflite})" if not_tflite else ""))
+             f"load {ready.load_seconds:.2f}s, warm-up {ready.warmup_seconds:.3f}s"]
+    lines.append(f"  runtime {ready.forward.kind}" + (f" (TFLite not used: {not_tflite})" if not_tflite else ""))
     lines += [f"  input  {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.inputs]
     lines += [f"  output {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.outputs]
     return True, lines
@@ -98,4 +91,4 @@ def check(paths: tuple[Path, ...], custom_objects: Path | None, unsafe: bool) ->
 
 
 if __name__ == "__main__":
-    check(prog_name="python -m app.cli check")  # pylint: disable=no-value-for-parameter
+    models_cli(prog_name="python -m app.cli")  # pylint: disable=no-value-for-parameter

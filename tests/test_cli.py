@@ -76,9 +76,32 @@ def test_flask_command_line(tmp_path):
     assert "junk.h5: FAILED" in done.stdout and "not a Keras file" in done.stdout
 
 
-def test_python_module_entry_point_skips_the_app(tmp_path):
+def test_flask_check_neither_loads_the_model_folder_nor_prints_its_logs(tmp_path):
+    models, marker = tmp_path / "models", tmp_path / "folder-was-loaded"
+    mb.dense(models / "served" / "1" / "m.keras")
+    (models / "served" / "custom_objects.py").write_text(  # imported when the folder's model loads
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('loaded')\nCUSTOM_OBJECTS = {{}}\n")
+    checked = mb.dense(tmp_path / "checked.keras")
+    env = {"SERVING_MODEL_DIR": str(models), "SERVING_LOG_LEVEL": "DEBUG", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "models", "check", str(checked)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not marker.exists(), "the check loaded the model folder"
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{checked}: OK via keras3") and lines[-1] == "1 of 1 file(s) will serve"
+    assert all(line.startswith("  ") for line in lines[1:-1]), done.stdout
+
+
+def test_python_module_entry_point_runs_check_without_the_app(tmp_path):
     good = mb.dense(tmp_path / "d.keras")
-    done = subprocess.run([sys.executable, "-m", "app.cli", str(good)], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "app.cli", "check", str(good)], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "OK via keras3" in done.stdout
+
+
+def test_python_module_help_lists_the_check_command():
+    done = subprocess.run([sys.executable, "-m", "app.cli", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Usage: python -m app.cli [OPTIONS] COMMAND" in done.stdout and "check" in done.stdout
