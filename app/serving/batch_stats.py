@@ -1,4 +1,5 @@
-"""Counters of one batcher: requests, rows, batches, batch-size and queue-time histograms, rejections.
+"""Counters of one batcher: requests, rows, batches, batch-size and queue-time histograms, rejections;
+and the concurrency hint (a maximum that decays over time).
 
 Histogram buckets are upper bounds (`le`, Prometheus style) with non-cumulative counts;
 the caller holds the batcher's lock around every method.
@@ -14,6 +15,13 @@ BATCH_SIZE_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 QUEUE_MS_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
                                       10000)
 RECENT_SAMPLES = 2048  # queue times kept for the p50/p99 estimate
+HINT_HALF_LIFE_S = 0.1  # the concurrency hint halves every 0.1 s: a burst of 32 is forgotten ~0.5 s after it ends
+
+
+def decayed_max(level: float, level_at: float, now: float, inflight: int, half_life: float) -> float:
+    """`level` (set at time `level_at`) halved per `half_life` seconds since, or `inflight` if larger:
+    how many requests were recently in flight at once, however many or few arrived meanwhile."""
+    return max(level * 0.5 ** ((now - level_at) / half_life), float(inflight))
 
 
 class BatchStats:

@@ -123,12 +123,12 @@ def describe_signature(model: Any) -> Signature:
         inputs = [_spec(name, t) for name, t in zip(_unique(list(model.input_names)), model.inputs)]
         outputs = [_spec(name, t) for name, t in zip(_unique(list(model.output_names)), model.outputs)]
         return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
-    input_struct = structure(model, "input")
+    input_struct = built_structure(model, "input")
     if isinstance(input_struct, dict):
         inputs = [_spec(key, tensor) for key, tensor in input_struct.items()]
     else:
         inputs = [_spec(_tensor_name(t), t) for t in model.inputs]
-    output_struct = structure(model, "output")
+    output_struct = built_structure(model, "output")
     if isinstance(output_struct, dict):
         outputs = [_spec(key, output_struct[key]) for key in sorted(output_struct)]
     else:
@@ -137,7 +137,7 @@ def describe_signature(model: Any) -> Signature:
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
 
 
-def structure(model: Any, side: str) -> Any:
+def built_structure(model: Any, side: str) -> Any:
     """The model's public `input` or `output` (`side`): the dict, list or tensor it was built with.
 
     A Keras 3 Functional model answers with its build structure; a Sequential one may raise

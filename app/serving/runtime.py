@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # one trace per model is by design; its retracing warning is noise
 
 from app.errors import LoadError, RuntimeUnavailable, reason_for  # noqa: E402
-from app.serving.loader import LoadedModel, structure  # noqa: E402
+from app.serving.loader import LoadedModel, built_structure  # noqa: E402
 from app.serving.tflite_runtime import LiteModel, convert  # noqa: E402
 from app.serving.types import Arrays, Signature  # noqa: E402
 
@@ -58,7 +58,7 @@ class CompiledModel:
     def __init__(self, loaded: LoadedModel):
         self.signature: Signature = loaded.signature
         model = self._model = loaded.model  # the traced function holds its variables only weakly
-        input_struct = structure(model, "input")
+        input_struct = built_structure(model, "input")
         names = self.signature.input_names
         specs = [tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=_safe(spec.name))
                  for spec in self.signature.inputs]

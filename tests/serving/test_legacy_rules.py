@@ -183,3 +183,15 @@ def test_keras1_embedding_keeps_output_dim():
     config = {"class_name": "Embedding", "config": {"name": "e", "input_dim": 5, "output_dim": 3, "init": "uniform"}}
     assert rules.translate(config, "1.2.0") == ["keras1_names"]
     assert config["config"]["output_dim"] == 3 and config["config"]["embeddings_initializer"] == "uniform"
+
+
+def test_the_private_keras3_modules_the_translated_path_builds_with_are_still_there():
+    """build.keras3_from_hdf5 uses keras.src internals; were they gone, every legacy file would fall to tf_keras."""
+    from keras.src.backend import get_keras_mask
+    from keras.src.legacy.saving import legacy_h5_format, saving_options, saving_utils
+    from keras.src.saving import serialization_lib
+
+    assert callable(get_keras_mask)
+    assert callable(legacy_h5_format.load_weights_from_hdf5_group)
+    assert callable(saving_options.keras_option_scope) and callable(saving_utils.model_from_config)
+    assert callable(serialization_lib.SafeModeScope)

@@ -170,3 +170,21 @@ def test_serving_json_safe_mode_reaches_the_loader(tmp_path):
     (tmp_path / "lam.serving.json").write_text(json.dumps({"safe_mode": False}))
     (found,) = scan_source(tmp_path, load_settings(environ={}))
     assert load_model_file(found).loaded_by
+
+
+def test_a_keras3_weights_file_says_it_holds_weights_only(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)  # Keras 3's layout: layers/... and vars/, no layer_names attribute
+    text = reason(path)
+    assert "m.weights.h5 holds weights only (saved by save_weights)" in text and "architecture is missing" in text
+
+
+def test_keras3_tensors_still_carry_the_private_keras_history(tmp_path):
+    """Input names come from `_keras_history` (the InputLayer); without it the tensor's own name is used."""
+    model = load_model_file(source(mb.two_inputs(tmp_path / "two.keras"))).model
+    assert all(getattr(t, "_keras_history", None) is not None for t in model.inputs), (
+        "Keras dropped KerasTensor._keras_history: loader._tensor_name now names inputs by tensor.name; "
+        "check the names GET /models reports and update _tensor_name")

@@ -1,14 +1,16 @@
 """The runtime: TFLite when it agrees with the TensorFlow function, the function otherwise."""
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
 from app.errors import LoadError
 from app.serving.lifecycle import probe_inputs, warm_up
 from app.serving.loader import load_model_file
-from app.serving.runtime import CompiledModel, choose_runtime
-from app.serving.tflite_runtime import LiteModel, bucket, convert
+from app.serving.runtime import CompiledModel, choose_runtime, flat_call
+from app.serving.tflite_runtime import LiteModel, bucket, convert, interpreter_calls
 from app.serving.types import BatchingSettings, ModelSource
 from tests import model_builders as mb
 
@@ -107,3 +109,44 @@ def test_auto_keeps_the_function_for_a_model_too_big_for_one_tflite_copy_per_siz
     assert forward is dense_compiled and "MiB" in reason and "copy of the weights" in reason
     forced, _ = choose_runtime(dense_compiled, probe_for(dense_compiled), "tflite", threads=1)
     assert forced.kind == "tflite"
+
+
+def test_tensorflow_still_has_the_private_flat_call_the_function_runtime_uses(dense_compiled):
+    assert flat_call(dense_compiled.concrete) is not None, (
+        "ConcreteFunction._call_flat is gone: CompiledModel now takes the public call (about 5x the cost "
+        "of a call); find its replacement in runtime.flat_call")
+
+
+def test_without_the_flat_call_the_public_call_answers_alike(tmp_path, monkeypatch):
+    from app.serving import runtime
+
+    monkeypatch.setattr(runtime, "flat_call", lambda concrete: None)
+    public = compiled_model(mb.dense(tmp_path / "dense.keras"))
+    monkeypatch.undo()
+    fast = compiled_model(tmp_path / "dense.keras")
+    x = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(public({"features": x})["probs"], fast({"features": x})["probs"], rtol=1e-6)
+
+
+def test_tflite_still_has_the_private_interpreter_wrapper_the_tflite_runtime_calls(dense_compiled):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=convert(dense_compiled.concrete))
+    public = (interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor)
+    assert interpreter_calls(interpreter) != public, (
+        "tf.lite.Interpreter._interpreter (SetTensor/Invoke/GetTensor) is gone: every TFLite call now takes the "
+        "public methods; find their replacement in tflite_runtime.interpreter_calls")
+
+
+def test_without_the_interpreter_wrapper_the_public_methods_answer_alike(dense_compiled, monkeypatch):
+    from app.serving import tflite_runtime
+
+    probe = probe_for(dense_compiled)
+    fast = LiteModel(convert(dense_compiled.concrete), dense_compiled.signature, dense_compiled.graph_input_names,
+                     reference=dense_compiled, probe=probe)
+    assert interpreter_calls(types.SimpleNamespace(set_tensor=1, invoke=2, get_tensor=3)) == (1, 2, 3)
+    monkeypatch.setattr(tflite_runtime, "interpreter_calls", lambda i: (i.set_tensor, i.invoke, i.get_tensor))
+    public = LiteModel(convert(dense_compiled.concrete), dense_compiled.signature, dense_compiled.graph_input_names,
+                       reference=dense_compiled, probe=probe)
+    x = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(public({"features": x})["probs"], fast({"features": x})["probs"])
