@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerURL(str):
-    """The server's base URL; `.pid` is the gunicorn master's process id."""
+    """The server's base URL; `.pid` is the gunicorn master's process id, `.log_path` its log (stdout and stderr)."""
 
     pid: int
+    log_path: Path
 
 
 def free_port() -> int:
@@ -27,24 +28,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def gunicorn_command() -> list[str]:
-    """The same command the Dockerfile runs, with this venv's interpreter."""
-    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+def gunicorn_command(app: str = "wsgi:app") -> list[str]:
+    """The same command the Dockerfile runs, with this venv's interpreter (and another app if given)."""
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app]
 
 
 @contextmanager
 def running_server(model_dir: Path, env: dict[str, str] | None = None, *, ready_timeout: float = 120,
-                   wait_ready: bool = True):
+                   wait_ready: bool = True, app: str = "wsgi:app"):
     """Yield the base URL of a gunicorn serving `model_dir`; stop it (SIGTERM) afterwards."""
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_MODEL_DIR": str(model_dir),
                 **(env or {})}
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(gunicorn_command(app), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         base = ServerURL(f"http://127.0.0.1:{port}")
-        base.pid = proc.pid
+        base.pid, base.log_path = proc.pid, log_path
         try:
             _wait(base, proc, ready_timeout, "/health/ready" if wait_ready else "/health", log_path)
             yield base
