@@ -1,60 +1,50 @@
-"""Keras model server: `create_app` builds the Flask app (config, registry, blueprints, errors)."""
+"""Keras model server: `create_app` builds the Flask app (settings, data plane, routes, errors)."""
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any
 
 from flask import Flask
-from werkzeug.exceptions import HTTPException
-
-from app import errors
-from app.config import load_config
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Application factory: settings, model registry (loading in the background), routes."""
+    """Application factory: settings, the manager (loading when served), the data plane, routes."""
+    from werkzeug.exceptions import HTTPException
+
+    from app import errors
     from app.api import native, responses, tfserving, v2
     from app.api.admission import LoadShedder
+    from app.api.dataplane import DataPlane
     from app.api.request_ids import TagRequestIds
     from app.cli import models_cli
+    from app.logs import configure_logging
+    from app.serving.lazy_loader import TensorFlowLoader
     from app.serving.registry import ModelRegistry
-    from app.serving.repository import scan_repository
+    from app.serving.source import scan_source
+    from app.settings import SETTING_NAMES, load_settings
 
+    overrides = test_config or {}
+    settings = load_settings({key: value for key, value in overrides.items() if key.upper() in SETTING_NAMES})
     app = Flask(__name__)
-    app.config.update(load_config(test_config=test_config))
-    _configure_logging(app.config["LOG_LEVEL"])
+    app.config.update({key: value for key, value in overrides.items() if key.upper() not in SETTING_NAMES})
+    configure_logging(settings.log_level)
 
     registry = ModelRegistry(
-        scan_repository(app.config["MODEL_DIR"], app.config),
-        default_model=app.config["DEFAULT_MODEL"],
-        strict_readiness=app.config["STRICT_READINESS"],
-        tf_threads=(app.config["TF_INTRA_OP_THREADS"], app.config["TF_INTER_OP_THREADS"]),
-        loading_wait=app.config["LOADING_WAIT"],
-    )
-    app.extensions["registry"] = registry
-    app.register_blueprint(native.bp)
+        scan_source(settings.model_dir, settings),
+        TensorFlowLoader((settings.tf_intra_op_threads, settings.tf_inter_op_threads)),
+        default_model=settings.default_model, strict_readiness=settings.strict_readiness,
+        loading_wait=settings.loading_wait)
+    app.extensions.update(settings=settings, registry=registry, dataplane=DataPlane(registry, settings.max_request_rows))
+    for blueprint in (native.bp, tfserving.bp, v2.bp):
+        app.register_blueprint(blueprint)
     app.cli.add_command(models_cli)
-    app.register_blueprint(tfserving.bp)
-    app.register_blueprint(v2.bp)
 
     app.register_error_handler(errors.ServingError, responses.error_response)
     app.register_error_handler(HTTPException, lambda exc: responses.error_response(responses.http_error(exc)))
     app.register_error_handler(Exception, responses.internal_error)
+    app.make_default_options_response = responses.options_response  # type: ignore[method-assign]
 
-    app.extensions["load_shedder"] = LoadShedder(
-        app.wsgi_app, app.url_map, app.config, loading=lambda: not registry.wait_until_settled(0))
-    app.wsgi_app = TagRequestIds(app.extensions["load_shedder"])  # type: ignore[method-assign]
-
-    registry.start_loading()
+    shedder = LoadShedder(app.wsgi_app, app.url_map, settings, loading=lambda: not registry.wait_until_settled(0))
+    app.extensions["load_shedder"] = shedder
+    app.wsgi_app = TagRequestIds(shedder)  # type: ignore[method-assign]
+    app.before_request(registry.start_loading)  # models load once the app serves: a CLI command loads none
     return app
-
-
-def _configure_logging(level: str) -> None:
-    """Send the `app` loggers to stdout (gunicorn's own logs go there too)."""
-    logger = logging.getLogger("app")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
-        logger.addHandler(handler)

@@ -15,9 +15,10 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_repository(tmp_path_factory.mktemp("models"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app(model_repo: Path):
-    """The app serving `model_repo`, with loading settled (shared by the session for speed)."""
+    """The app serving `model_repo`, with loading settled: one per test module, so no state leaks
+    across modules (each loads the models anew, in about the time of one module's tests)."""
     application = create_app({"TESTING": True, "MODEL_DIR": model_repo, "STRICT_READINESS": False,
                               "MAX_REQUEST_ROWS": 500, "MAX_BATCH_SIZE": 16})
     assert application.extensions["registry"].wait_until_settled(120)

@@ -58,6 +58,12 @@ def tokens_lstm(path: Path) -> Path:
     return _save(keras.Model(x, keras.layers.Dense(2, name="sentiment")(h)), path)
 
 
+def int64_identity(path: Path) -> Path:
+    """Input `ids` (4 int64) answered unchanged as `ids_out`: int64 values must come back exactly."""
+    x = keras.Input((4,), dtype="int64", name="ids")
+    return _save(keras.Model(x, keras.layers.Identity(name="ids_out")(x)), path)
+
+
 def tf_keras_h5(path: Path) -> Path:
     """A Sequential model saved as HDF5 by tf.keras 2.x (the tf_keras package)."""
     import tf_keras
@@ -98,6 +104,7 @@ def build_repository(root: Path) -> Path:
     two_outputs(root / "two_outputs.keras")
     cnn(root / "cnn.keras")
     tokens_lstm(root / "tokens.keras")
+    int64_identity(root / "int64_identity.keras")
     tf_keras_h5(root / "legacy.h5")
     dense(root / "versioned" / "1" / "model.keras", seed=11)
     dense(root / "versioned" / "2" / "model.keras", seed=12)

@@ -3,87 +3,92 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, Request, Response, current_app, request
 
-from app.api.dataplane import infer, resolve
-from app.api.responses import json_response, read_json
+from app import errors
+from app.api import json_body
+from app.api.body import read_body
+from app.api.dataplane import DataPlane, InferRequest, InferResponse
+from app.api.instances import as_columns, as_rows, decode_tensors
+from app.api.responses import json_response
 from app.api.schemas import load_predict_request
-from app.serving.registry import ModelRegistry
-from app.serving.tensors import columns_to_arrays, instances_to_arrays
 
 bp = Blueprint("native", __name__)
 
 
-def registry() -> ModelRegistry:
-    """The app's model registry (the only holder of model state)."""
-    return current_app.extensions["registry"]
+def dataplane() -> DataPlane:
+    """The app's data plane (it holds the model registry)."""
+    return current_app.extensions["dataplane"]
 
 
-@bp.post("/predict")
-def predict():
-    """Run a model on rows (`instances`) or columns (`inputs`)."""
-    data, check_bools = read_json()
-    request = load_predict_request(data)
-    servable = resolve(registry(), request["model"], request["version"])
-    if "instances" in request:
-        arrays = instances_to_arrays(request["instances"], servable.signature, check_bools=check_bools)
+def decode(http: Request) -> InferRequest:
+    """A /predict body: {"model", "version", and "instances" (rows) or "inputs" (columns)}."""
+    if not says_json(http.environ):
+        raise errors.UnsupportedMediaType(
+            f"send the body as application/json (got {http.mimetype or 'no Content-Type'})",
+            {"content_type": http.mimetype or None})
+    body = read_body(http.environ, current_app.extensions["settings"].max_content_length)
+    document = json_body.parse_object(body)
+    envelope = load_predict_request(json_body.fields(document))
+    key = "instances" if "instances" in envelope else "inputs"
+    return decode_tensors(body, document, key, envelope["model"], envelope["version"])
+
+
+def encode(decoded: InferRequest, response: InferResponse) -> Response:
+    """Rows answer `predictions`, columns answer `outputs`; both name the model and version."""
+    body: dict[str, Any] = {"model": response.model, "version": response.version}
+    if decoded.row_format:
+        body["predictions"] = as_rows(response.outputs)
     else:
-        arrays = columns_to_arrays(request["inputs"], servable.signature, check_bools=check_bools)
-    result = infer(servable, arrays, current_app.config["MAX_REQUEST_ROWS"])
-    body: dict[str, Any] = {"model": result.model, "version": result.version}
-    if "instances" in request:
-        body["predictions"] = as_rows(result.outputs)
-    else:
-        body["outputs"] = as_columns(result.outputs)
+        body["outputs"] = as_columns(response.outputs)
     return json_response(body)
 
 
-def as_rows(outputs: dict[str, Any]) -> Any:
-    """One entry per row; an object keyed by output name when there are several outputs."""
-    if len(outputs) == 1:
-        return next(iter(outputs.values()))
-    names = list(outputs)
-    rows = len(next(iter(outputs.values())))
-    return [{name: outputs[name][i] for name in names} for i in range(rows)]
+def says_json(environ: dict[str, Any]) -> bool:
+    """Werkzeug's `request.is_json`, read from the environ."""
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def as_columns(outputs: dict[str, Any]) -> Any:
-    """One batch tensor, or an object from output name to batch tensor."""
-    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+@bp.post("/predict")
+def predict() -> Response:
+    """Run a model on rows (`instances`) or columns (`inputs`)."""
+    decoded = decode(request)
+    return encode(decoded, dataplane().infer(decoded))
 
 
 @bp.get("/models")
-def list_models():
+def list_models() -> Response:
     """Every model with the state of each version, and this worker's load shedding."""
-    reg = registry()
+    registry = dataplane().registry
     return json_response({"models": [
-        {"name": name, "versions": [v.summary() for v in reg.model_versions(name)]} for name in reg.names()],
+        {"name": name, "versions": [v.summary() for v in registry.model_versions(name)]} for name in registry.names()],
         "admission": current_app.extensions["load_shedder"].describe()})
 
 
 @bp.get("/models/<name>")
-def get_model(name: str):
+def get_model(name: str) -> Response:
     """One model with every version's signature, source and statistics."""
-    versions = registry().model_versions(name)
+    versions = dataplane().registry.model_versions(name)
     return json_response({"name": name, "versions": [v.describe() for v in versions]})
 
 
 @bp.get("/models/<name>/versions/<int:version>")
-def get_model_version(name: str, version: int):
+def get_model_version(name: str, version: int) -> Response:
     """One version of one model."""
-    return json_response({"name": name, **registry().get(name, version).describe()})
+    return json_response({"name": name, **dataplane().registry.get(name, version).describe()})
 
 
 @bp.get("/health")
-def health():
+def health() -> Response:
     """Liveness: 200 while the process serves."""
     return json_response({"status": "ok"})
 
 
 @bp.get("/health/ready")
-def ready():
+def ready() -> Response:
     """Readiness: 200 when every model version is AVAILABLE, else 503 naming what is not."""
-    is_ready, blocking = registry().readiness()
+    is_ready, blocking = dataplane().registry.readiness()
     if is_ready:
         return json_response({"status": "ready"})
     return json_response({"status": "not_ready", "not_ready": blocking}, status=503)

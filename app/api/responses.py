@@ -1,29 +1,20 @@
-"""Reading JSON requests and writing JSON responses, errors included, in one place."""
+"""JSON responses, and the one mapping from a ServingError to each surface's error answer."""
 from __future__ import annotations
 
-import json
 import logging
-import zlib
 from typing import Any
 
 import numpy as np
 import orjson
-from flask import Response, current_app, request
+from flask import Response, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.wsgi import get_content_length
 
 from app import errors
 from app.api.request_ids import request_id_for
-from app.api.tensor_json import decode_tensor_body
 
 log = logging.getLogger(__name__)
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-# Bytes that JSON numbers and arrays are made of. Deleting them leaves keys, strings and literals,
-# where `true` reads `tru` and `false` reads `fals` (their `e` is deleted too): a scan of that short
-# remainder costs a quarter of scanning the whole body twice.
-_NUMERIC_BYTES = b"0123456789.eE+-,:[] \t\r\n"
-_BODY_KEY = "serving.body"
 
 
 def _default(value: Any) -> Any:
@@ -38,95 +29,6 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     """A response encoded with orjson (numpy arrays included)."""
     body = orjson.dumps(payload, default=_default, option=JSON_OPTIONS)
     return Response(body, status=status, headers=headers, mimetype="application/json")
-
-
-def request_body() -> bytes:
-    """The raw body, decompressed when Content-Encoding says gzip or deflate; 413 past the limit."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    environ = request.environ
-    length = get_content_length(environ)
-    if length is not None and length > limit:
-        raise errors.PayloadTooLarge(f"the body of {length} bytes exceeds the limit of {limit}", {"limit": limit})
-    raw = _read_body(environ, length)
-    encoding = (environ.get("HTTP_CONTENT_ENCODING") or "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding not in ("gzip", "deflate"):
-        raise errors.UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)",
-                                          code="unsupported_content_encoding")
-    window = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    decompressor = zlib.decompressobj(window)
-    try:
-        body = decompressor.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise errors.BadRequest(f"the body is not valid {encoding}: {exc}", code="invalid_encoding") from None
-    if len(body) > limit or decompressor.unconsumed_tail:
-        raise errors.PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes", {"limit": limit})
-    return body
-
-
-def _read_body(environ: dict[str, Any], length: int | None) -> bytes:
-    """The body (kept in the environ), in one read when its length is known: reading a large body
-    in 64 KiB steps made the server copy what it had read ahead on every step (about 2 ms for 1 MB)."""
-    body = environ.get(_BODY_KEY)
-    if body is None:
-        if length is not None and "HTTP_TRANSFER_ENCODING" not in environ:
-            body = environ["wsgi.input"].read(length)
-        else:
-            body = request.get_data(cache=True)
-        environ[_BODY_KEY] = body
-    return body
-
-
-def parse_json(body: bytes) -> tuple[Any, bool]:
-    """(decoded JSON, whether it may hold booleans). NaN/Infinity and bad JSON answer 400."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _json_error(body, exc) from None
-    return data, _may_hold_booleans(body)
-
-
-def _may_hold_booleans(body: bytes) -> bool:
-    """Whether the JSON text may hold `true`/`false` (then tensors are checked for booleans)."""
-    rest = body.translate(None, _NUMERIC_BYTES)
-    return b"tru" in rest or b"fals" in rest
-
-
-def read_json(*, require_content_type: bool = True) -> tuple[Any, bool]:
-    """Decode the request body as JSON (415 when it does not say JSON)."""
-    if require_content_type and not _says_json(request.environ):
-        raise errors.UnsupportedMediaType(
-            f"send the body as application/json (got {request.mimetype or 'no Content-Type'})",
-            {"content_type": request.mimetype or None})
-    body = request_body()
-    decoded = decode_tensor_body(body)  # one plain numeric tensor: straight into numpy, no booleans
-    return (decoded, False) if decoded is not None else parse_json(body)
-
-
-def _says_json(environ: dict[str, Any]) -> bool:
-    """Werkzeug's `request.is_json`, read from the environ (about 1 us less per request)."""
-    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
-
-
-def _json_error(body: bytes, exc: Exception) -> errors.ServingError:
-    def reject_constant(name: str) -> None:
-        raise errors.InvalidTensor(f"{name} is not a number JSON allows; send finite numbers",
-                                   {"value": name}, code="non_finite_value")
-    def finite_float(text: str) -> float:
-        value = float(text)
-        if value in (float("inf"), float("-inf")):
-            reject_constant(text)
-        return value
-
-    try:
-        json.loads(body, parse_constant=reject_constant, parse_float=finite_float)
-    except errors.ServingError as constant_error:
-        return constant_error
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return errors.InvalidJSON(f"the body is not valid JSON: {exc}")
 
 
 def error_style() -> str:
@@ -190,3 +92,10 @@ def internal_error(exc: BaseException) -> Response:
     log.exception("unhandled error in %s %s (request id %s)", request.method, request.path, rid, exc_info=exc)
     return error_response(errors.InternalError("internal error; the server log has the details",
                                                {"request_id": rid}))
+
+
+def options_response() -> Response:
+    """OPTIONS on any route: the methods it allows, in the `Allow` header and as JSON."""
+    adapter = request.url_rule and request.url_rule.map.bind_to_environ(request.environ)
+    methods = sorted(adapter.allowed_methods()) if adapter else ["OPTIONS"]
+    return json_response({"allow": methods}, headers={"Allow": ", ".join(methods)})

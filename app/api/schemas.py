@@ -1,12 +1,12 @@
-"""marshmallow schemas for request envelopes (tensor contents are checked by app.serving.tensors)."""
+"""marshmallow schemas for request envelopes, over simdjson proxies (tensors are read by app.api.json_body)."""
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import errors
+from app.api.json_body import Array
 
 
 class PredictRequestSchema(Schema):
@@ -29,7 +29,7 @@ class PredictRequestSchema(Schema):
 
 
 def _require_list(value: Any, field: str) -> None:
-    if not isinstance(value, (list, np.ndarray)):  # an array: decoded by app.api.tensor_json
+    if not isinstance(value, Array):
         raise ValidationError(f"`{field}` must be a list with one entry per example")
 
 
@@ -52,7 +52,7 @@ def plain_predict_request(data: dict[str, Any]) -> dict[str, Any] | None:
     if version is not None and not (type(version) is int and version >= 1):
         return None
     if "instances" in data:
-        if not isinstance(data["instances"], (list, np.ndarray)):
+        if not isinstance(data["instances"], Array):
             return None
         return {"model": model, "version": version, "instances": data["instances"]}
     if data["inputs"] is None:

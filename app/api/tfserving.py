@@ -3,22 +3,23 @@
 Follows TF Serving's `api_rest` documentation: row (`instances`) and columnar
 (`inputs`) requests, `predictions` / `outputs` answers, `{"error": "..."}` errors.
 A version is picked by number or, when omitted, the latest AVAILABLE one; version
-labels (`/labels/L`) belong to the lifecycle work and would resolve through `_version`.
-Inference goes through the one data plane (`app.api.dataplane.infer`).
+labels (`/labels/L`) belong to the lifecycle work.
+Inference goes through the one data plane (`app.api.dataplane.DataPlane`).
 """
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Request, Response, current_app, request
 
 from app import errors
-from app.api.dataplane import infer, resolve
-from app.api.native import as_columns, as_rows, registry
-from app.api.responses import json_response, read_json
-from app.serving.registry import ServableVersion
-from app.serving.tensors import columns_to_arrays, instances_to_arrays
+from app.api import json_body
+from app.api.body import read_body
+from app.api.dataplane import InferRequest, InferResponse
+from app.api.instances import as_columns, as_rows, decode_tensors
+from app.api.native import dataplane
+from app.api.responses import json_response
+from app.serving.servable import ServableVersion
 from app.serving.types import ModelState, TensorSpec
 
 bp = Blueprint("tfserving", __name__)
@@ -34,12 +35,38 @@ DT_TYPES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE",
             "bool": "DT_BOOL", "string": "DT_STRING"}
 
 
+def decode(http: Request, name: str, version: int | None) -> InferRequest:
+    """A :predict body: `instances` (rows) or `inputs` (columns), optional `signature_name`.
+
+    Any Content-Type is read as JSON, as TF Serving does (`curl -d` sends form-urlencoded)."""
+    body = read_body(http.environ, current_app.extensions["settings"].max_content_length)
+    document = json_body.parse_object(body)
+    envelope = json_body.fields(document)
+    signature = envelope.get("signature_name")
+    if signature not in (None, "", DEFAULT_SIGNATURE):
+        raise errors.InvalidRequest(f"Serving signature name: {signature!r} not found in signature def; "
+                                    f"Keras models have only {DEFAULT_SIGNATURE!r}")
+    given = [key for key in ("instances", "inputs") if key in envelope]
+    if len(given) != 1:
+        raise errors.InvalidRequest("send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    if given == ["instances"] and not isinstance(envelope["instances"], json_body.Array):
+        raise errors.InvalidRequest("'instances' must be a list with one entry per example")
+    return decode_tensors(body, document, given[0], name, version)
+
+
+def encode(decoded: InferRequest, response: InferResponse) -> Response:
+    """Rows answer `predictions`, columns answer `outputs` (TF Serving names no model or version)."""
+    if decoded.row_format:
+        return json_response({"predictions": as_rows(response.outputs)})
+    return json_response({"outputs": as_columns(response.outputs)})
+
+
 @bp.get("/v1/models/<name>")
 @bp.get("/v1/models/<name>/versions/<int:version>")
 def model_status(name: str, version: int | None = None) -> Response:
     """GetModelStatus: every version's state (or one version's), with error_code/error_message."""
-    reg = registry()
-    versions = reg.model_versions(name) if version is None else [reg.get(name, version)]
+    registry = dataplane().registry
+    versions = registry.model_versions(name) if version is None else [registry.get(name, version)]
     return json_response({"model_version_status": [version_status(v) for v in versions]})
 
 
@@ -47,7 +74,7 @@ def model_status(name: str, version: int | None = None) -> Response:
 @bp.get("/v1/models/<name>/versions/<int:version>/metadata")
 def model_metadata(name: str, version: int | None = None) -> Response:
     """GetModelMetadata: the `serving_default` signature_def of the (latest available) version."""
-    servable = _version(name, version)
+    servable = dataplane().resolve(name, version)
     return json_response({
         "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
         "metadata": {"signature_def": {"signature_def": {DEFAULT_SIGNATURE: signature_def(servable)}}}})
@@ -57,39 +84,8 @@ def model_metadata(name: str, version: int | None = None) -> Response:
 @bp.post("/v1/models/<name>/versions/<int:version>:predict")
 def predict(name: str, version: int | None = None) -> Response:
     """Predict: `instances` answer `predictions`, `inputs` answer `outputs`."""
-    data, check_bools = read_json(require_content_type=False)  # curl -d sends form-urlencoded
-    rows = _check_envelope(data)
-    servable = _version(name, version)
-    assert servable.signature is not None
-    if rows:
-        arrays = instances_to_arrays(data["instances"], servable.signature, check_bools=check_bools)
-    else:
-        arrays = columns_to_arrays(data["inputs"], servable.signature, check_bools=check_bools)
-    result = infer(servable, arrays, current_app.config["MAX_REQUEST_ROWS"])
-    if rows:
-        return json_response({"predictions": as_rows(result.outputs)})
-    return json_response({"outputs": as_columns(result.outputs)})
-
-
-def _version(name: str, version: int | None) -> ServableVersion:
-    """The AVAILABLE servable a /v1 request names (404 unknown, 503 not available)."""
-    return resolve(registry(), name, version)
-
-
-def _check_envelope(data: Any) -> bool:
-    """True for row format, False for columnar; 400 for anything TF Serving would reject."""
-    if not isinstance(data, dict):
-        raise errors.InvalidRequest("the request body must be a JSON object")
-    signature = data.get("signature_name")
-    if signature not in (None, "", DEFAULT_SIGNATURE):
-        raise errors.InvalidRequest(f"Serving signature name: {signature!r} not found in signature def; "
-                                    f"Keras models have only {DEFAULT_SIGNATURE!r}")
-    given = [key for key in ("instances", "inputs") if key in data]
-    if len(given) != 1:
-        raise errors.InvalidRequest("send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
-    if given == ["instances"] and not isinstance(data["instances"], (list, np.ndarray)):
-        raise errors.InvalidRequest("'instances' must be a list with one entry per example")
-    return given == ["instances"]
+    decoded = decode(request, name, version)
+    return encode(decoded, dataplane().infer(decoded))
 
 
 def version_status(servable: ServableVersion) -> dict[str, Any]:

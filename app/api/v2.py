@@ -2,21 +2,21 @@
 
 Readiness endpoints answer by status code (200 ready, 400 not ready, as the V2 spec
 says 4xx); errors are `{"error": "message"}`. Inference goes through the one data
-plane (`app.api.dataplane.infer`); this module only maps V2 envelopes to arrays and back.
+plane (`app.api.dataplane.DataPlane`); `app.api.v2_codec` decodes and encodes the bodies.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, current_app, request
 
 from app import errors
-from app.api import v2_codec
-from app.api.dataplane import infer, resolve
-from app.api.native import registry
-from app.api.responses import json_response, parse_json, request_body
-from app.serving.registry import ServableVersion
+from app.api import json_body, v2_codec
+from app.api.body import read_body
+from app.api.native import dataplane
+from app.api.responses import json_response
+from app.api.v2_datatypes import datatype_of, v2_shape
+from app.serving.servable import ServableVersion
 from app.serving.types import ModelState, Signature
 
 bp = Blueprint("v2", __name__)
@@ -24,7 +24,8 @@ bp = Blueprint("v2", __name__)
 SERVER_NAME = "keras-model-server"
 SERVER_VERSION = "1.0.0"
 PLATFORM = "keras"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
+# Only what exists: the repository index alone is not the model_repository extension (load/unload).
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 REPOSITORY_STATES = {ModelState.AVAILABLE: "READY", ModelState.LOADING: "LOADING",
                      ModelState.UNLOADING: "UNLOADING", ModelState.FAILED: "UNAVAILABLE"}
 NOT_READY = 400  # the V2 spec: "a 4xx status code indicates false"
@@ -45,7 +46,7 @@ def server_live() -> Response:
 @bp.get("/v2/health/ready")
 def server_ready() -> Response:
     """Readiness: 200 when every model version is ready (FAILED ones count unless strict is off), else 400."""
-    ready, blocking = registry().readiness()
+    ready, blocking = dataplane().registry.readiness()
     return json_response({"ready": ready, **({} if ready else {"not_ready": blocking})},
                          status=200 if ready else NOT_READY)
 
@@ -55,7 +56,7 @@ def server_ready() -> Response:
 def model_ready(name: str, version: int | None = None) -> Response:
     """200 when the model (version) can infer, 400 when it cannot, 404 when unknown."""
     try:
-        servable = resolve(registry(), name, version)
+        servable = dataplane().resolve(name, version)
     except errors.ModelNotAvailable as exc:
         return json_response({"name": name, "ready": False, "error": exc.message}, status=NOT_READY)
     return json_response({"name": name, "version": str(servable.version), "ready": True})
@@ -65,10 +66,10 @@ def model_ready(name: str, version: int | None = None) -> Response:
 @bp.get("/v2/models/<name>/versions/<int:version>")
 def model_metadata(name: str, version: int | None = None) -> Response:
     """Name, versions, platform and input/output tensors (-1 marks variable dimensions)."""
-    servable = resolve(registry(), name, version)
+    servable = dataplane().resolve(name, version)
     signature = _signature(servable)
     return json_response({
-        "name": name, "versions": [str(v.version) for v in registry().model_versions(name)],
+        "name": name, "versions": [str(v.version) for v in dataplane().registry.model_versions(name)],
         "platform": PLATFORM,
         "inputs": [_tensor(spec.name, spec.dtype, spec.shape) for spec in signature.inputs],
         "outputs": [_tensor(spec.name, spec.dtype, spec.shape) for spec in signature.outputs]})
@@ -78,18 +79,18 @@ def model_metadata(name: str, version: int | None = None) -> Response:
 @bp.get("/v2/models/<name>/versions/<int:version>/config")
 def model_config(name: str, version: int | None = None) -> Response:
     """Triton-style model configuration: max_batch_size, inputs/outputs without the batch dim, batching."""
-    servable = resolve(registry(), name, version)
-    return json_response(triton_config(servable, current_app.config["MAX_REQUEST_ROWS"]))
+    servable = dataplane().resolve(name, version)
+    return json_response(triton_config(servable, dataplane().max_request_rows))
 
 
 @bp.post("/v2/repository/index")
 def repository_index() -> Response:
     """Every model version with its state (READY, LOADING, UNAVAILABLE, UNLOADING) and reason."""
-    body = request_body()
-    options = parse_json(body)[0] if body.strip() else {}
-    only_ready = isinstance(options, dict) and options.get("ready") is True
+    body = _body()
+    options = json_body.plain(json_body.parse_object(body)) if body.strip() else {}
+    only_ready = options.get("ready") is True
     entries = [{"name": v.name, "version": str(v.version), "state": REPOSITORY_STATES[v.state],
-                "reason": v.error or ""} for v in registry().versions()]
+                "reason": v.error or ""} for v in dataplane().registry.versions()]
     return json_response([e for e in entries if e["state"] == "READY" or not only_ready])
 
 
@@ -97,30 +98,15 @@ def repository_index() -> Response:
 @bp.post("/v2/models/<name>/versions/<int:version>/infer")
 def model_infer(name: str, version: int | None = None) -> Response:
     """Run a model on JSON or binary tensors; answer with JSON or binary outputs as asked."""
-    servable = resolve(registry(), name, version)
-    decoded = v2_codec.parse_request(request_body(), request.headers.get(v2_codec.HEADER_LENGTH))
-    result = infer(servable, decoded.arrays, current_app.config["MAX_REQUEST_ROWS"])
-    header: dict[str, Any] = {"model_name": result.model, "model_version": str(result.version)}
-    if decoded.id is not None:
-        header["id"] = decoded.id
-    body, header_length = v2_codec.encode_response(header, chosen_outputs(decoded, result.outputs))
+    decoded = v2_codec.decode(_body(), request.headers.get(v2_codec.HEADER_LENGTH), name, version)
+    body, header_length = v2_codec.encode(decoded, dataplane().infer(decoded))
     if header_length is None:
         return Response(body, mimetype="application/json")
-    return Response(body, mimetype="application/octet-stream",
-                    headers={v2_codec.HEADER_LENGTH: str(header_length)})
+    return Response(body, mimetype="application/octet-stream", headers={v2_codec.HEADER_LENGTH: str(header_length)})
 
 
-def chosen_outputs(decoded: v2_codec.InferRequest,
-                   outputs: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, bool]]:
-    """(name, array, binary) for every output, or for the requested ones in request order."""
-    if decoded.outputs is None:
-        return [(name, array, decoded.binary_output) for name, array in outputs.items()]
-    unknown = [name for name, _ in decoded.outputs if name not in outputs]
-    if unknown:
-        raise errors.InvalidRequest(f"unknown output(s) {', '.join(map(repr, unknown))}; "
-                                    f"the model's outputs are {', '.join(outputs)}")
-    return [(name, outputs[name], decoded.binary_output if binary is None else binary)
-            for name, binary in decoded.outputs]
+def _body() -> bytes:
+    return read_body(request.environ, current_app.extensions["settings"].max_content_length)
 
 
 def triton_config(servable: ServableVersion, max_request_rows: int) -> dict[str, Any]:
@@ -130,8 +116,8 @@ def triton_config(servable: ServableVersion, max_request_rows: int) -> dict[str,
         "name": servable.name, "platform": PLATFORM, "backend": PLATFORM, "version_policy": {"all": {}},
         "max_batch_size": batching.max_batch_size,
         "input": [{"name": s.name, "data_type": _config_type(s.dtype), "format": "FORMAT_NONE",
-                   "dims": v2_codec.v2_shape(s.shape[1:])} for s in signature.inputs],
-        "output": [{"name": s.name, "data_type": _config_type(s.dtype), "dims": v2_codec.v2_shape(s.shape[1:])}
+                   "dims": v2_shape(s.shape[1:])} for s in signature.inputs],
+        "output": [{"name": s.name, "data_type": _config_type(s.dtype), "dims": v2_shape(s.shape[1:])}
                    for s in signature.outputs],
         "dynamic_batching": {
             "max_queue_delay_microseconds": round(batching.max_batch_delay_ms * 1000),
@@ -148,9 +134,9 @@ def _signature(servable: ServableVersion) -> Signature:
 
 
 def _tensor(name: str, dtype: str, shape: tuple[int | None, ...]) -> dict[str, Any]:
-    return {"name": name, "datatype": v2_codec.datatype_of(dtype), "shape": v2_codec.v2_shape(shape)}
+    return {"name": name, "datatype": datatype_of(dtype), "shape": v2_shape(shape)}
 
 
 def _config_type(dtype: str) -> str:
-    datatype = v2_codec.datatype_of(dtype)
+    datatype = datatype_of(dtype)
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"

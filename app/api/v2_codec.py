@@ -9,71 +9,103 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
 from app import errors
-from app.api.responses import JSON_OPTIONS, parse_json
-from app.api.v2_json import decode_v2_json
-from app.serving.tensors import check_finite, to_array
+from app.api import json_body
+from app.api.dataplane import InferRequest, InferResponse, RequestedOutput
+from app.api.responses import JSON_OPTIONS
+from app.api.v2_datatypes import SUPPORTED, DATATYPES, datatype_of
+from app.serving.tensors import check_finite
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-# V2 datatype -> numpy dtype (little-endian, as the binary extension sends them).
-DATATYPES: dict[str, np.dtype] = {name: np.dtype(code) for name, code in (
-    ("BOOL", "?"), ("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8"),
-    ("UINT8", "u1"), ("UINT16", "<u2"), ("UINT32", "<u4"), ("UINT64", "<u8"),
-    ("FP16", "<f2"), ("FP32", "<f4"), ("FP64", "<f8"))}
-_BY_NUMPY_NAME = {dtype.name: name for name, dtype in DATATYPES.items()}
-_SUPPORTED = ", ".join(DATATYPES)
-
-
-def datatype_of(dtype: str | np.dtype) -> str:
-    """The V2 datatype of a numpy dtype (or dtype name); BYTES for anything non-numeric."""
-    return _BY_NUMPY_NAME.get(np.dtype(dtype).name if not isinstance(dtype, str) else dtype, "BYTES")
-
-
-def v2_shape(shape: tuple[int | None, ...]) -> list[int]:
-    """A signature shape with -1 for variable dimensions."""
-    return [-1 if dim is None else int(dim) for dim in shape]
-
-
-@dataclass(frozen=True)
-class InferRequest:
-    """A decoded V2 inference request: named input arrays and how to answer."""
-
-    id: str | None
-    arrays: dict[str, np.ndarray]
-    outputs: list[tuple[str, bool | None]] | None  # requested (name, binary or None: the default), or None for all
-    binary_output: bool  # request-level `binary_data_output`: the default for outputs that do not say
-
-
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Decode a V2 body (JSON, or JSON header + binary tensors) into arrays shaped as declared."""
+def decode(body: bytes, header_length: str | None, model: str, version: int | None) -> InferRequest:
+    """A V2 body (JSON, or a JSON header then binary tensors) as an InferRequest of declared shapes."""
     size = _header_size(header_length, len(body))
     head = body if size == len(body) else body[:size]
-    fast = decode_v2_json(head) if size == len(body) else None  # JSON `data` straight into numpy
-    header, may_hold_bools = (fast, False) if fast is not None else parse_json(head)
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
+    document = json_body.parse_object(head)
+    header = json_body.fields(document)
+    specs = header.get("inputs")
+    if not isinstance(specs, json_body.Array) or not len(specs):
         raise errors.InvalidRequest("the request must be a JSON object with a non-empty `inputs` list")
-    check_bools = may_hold_bools and head.count(b"true") + head.count(b"false") > _envelope_bools(header)
-    arrays: dict[str, np.ndarray] = {}
-    offset = size
-    for index, spec in enumerate(header["inputs"]):
-        name, array, offset = _input(spec, index, body, offset, check_bools)
-        if name in arrays:
+    declared, offset, binary = [], size, {}
+    for index in range(len(specs)):
+        name, dtype, shape, raw_size = _input_spec(specs[index], index)
+        if name in (d[0] for d in declared):
             raise errors.InvalidRequest(f"input {name!r} is given twice")
-        arrays[name] = array
+        if raw_size is not None:
+            if offset + raw_size > len(body):
+                raise errors.InvalidRequest(f"the binary data of input {name!r} ends before its {raw_size} bytes")
+            binary[name] = (offset, raw_size)
+            offset += raw_size
+        declared.append((name, dtype, shape, index))
     if offset != len(body):
         raise errors.InvalidRequest(f"{len(body) - offset} bytes of binary data follow the last input's "
                                     "binary_data_size; the sizes must add up to the body")
     request_id = header.get("id")
-    return InferRequest(id=None if request_id is None else str(request_id), arrays=arrays,
-                        outputs=_requested_outputs(header.get("outputs")),
-                        binary_output=bool(_params(header, "request").get("binary_data_output", False)))
+    parameters = _params(header, "request")
+    envelope = dict(model=model, version=version, outputs=_requested_outputs(header.get("outputs")),
+                    id=None if request_id is None else str(request_id), parameters=parameters)
+    try:
+        inputs = _arrays(body, head, document, declared, binary)
+    except errors.ServingError as exc:  # a bad tensor is an input error: after the model is known
+        return InferRequest(**envelope, input_error=exc)
+    return InferRequest(**envelope, inputs=inputs)
+
+
+def _input_spec(spec: Any, index: int) -> tuple[str, np.dtype, list[int], int | None]:
+    """(name, dtype, shape, binary size or None) of one entry of `inputs`; 400 when malformed."""
+    if not isinstance(spec, json_body.Object):
+        raise errors.InvalidRequest(f"inputs[{index}] must be an object with a `name`")
+    fields = json_body.fields(spec)
+    name, datatype, shape = fields.get("name"), fields.get("datatype"), json_body.plain(fields.get("shape"))
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidRequest(f"inputs[{index}] must be an object with a `name`")
+    dtype = _dtype(datatype, name)
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise errors.InvalidRequest(f"input {name!r} needs a `shape`: a list of non-negative integers")
+    params = _params(fields, f"input {name!r}")
+    if "shared_memory_region" in params:
+        raise errors.BadRequest("shared-memory inputs are not supported; send JSON or binary data")
+    count = math.prod(shape)
+    size = params.get("binary_data_size")
+    if size is None:
+        if "data" not in fields:
+            raise errors.InvalidRequest(f"input {name!r} has neither `data` nor a binary_data_size")
+        return name, dtype, shape, None
+    if type(size) is not int or size != count * dtype.itemsize:
+        raise errors.InvalidRequest(f"input {name!r} has binary_data_size {size} but {datatype} shape "
+                                    f"{shape} needs {count * dtype.itemsize} bytes")
+    return name, dtype, shape, size
+
+
+def _arrays(body: bytes, head: bytes, document: Any, declared: list[tuple[str, np.dtype, list[int], int]],
+            binary: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Every input's array in its declared shape: binary ones from the body, JSON ones from `data`."""
+    paths = {name: ("inputs", index, "data") for name, dtype, _, index in declared
+             if name not in binary and dtype.kind != "b"}
+    arrays = json_body.tensors(head, document, paths) if paths else {}
+    out = {}
+    for name, dtype, shape, index in declared:
+        if name in binary:
+            offset, size = binary[name]
+            raw = np.frombuffer(body, dtype=np.uint8 if dtype.kind == "b" else dtype, count=math.prod(shape),
+                                offset=offset)
+            array = raw != 0 if dtype.kind == "b" else raw
+            check_finite(array, name)  # raw bytes are the one source of NaN and Infinity
+        elif dtype.kind == "b":
+            array = _bool_array(json_body.plain(document["inputs"][index]["data"]), name)
+        else:
+            array = arrays[name]
+        if array.size != math.prod(shape):
+            raise errors.InvalidRequest(f"input {name!r} holds {array.size} values but shape {shape} needs "
+                                        f"{math.prod(shape)}")
+        out[name] = array.reshape(shape)
+    return out
 
 
 def _header_size(raw: str | None, body_size: int) -> int:
@@ -88,79 +120,32 @@ def _header_size(raw: str | None, body_size: int) -> int:
     return size
 
 
-def _envelope_bools(header: dict[str, Any]) -> int:
-    """Booleans in `parameters` objects: JSON true/false tokens beyond these may sit in tensor data.
-
-    Counting them lets the per-element boolean check run only when data may hold booleans
-    (tritonclient always sends `binary_data_output`/`binary_data` flags).
-    """
-    outputs = header.get("outputs") if isinstance(header.get("outputs"), list) else []
-    count = 0
-    for holder in [header, *header["inputs"], *outputs]:
-        params = holder.get("parameters") if isinstance(holder, dict) else None
-        if isinstance(params, dict):
-            count += sum(isinstance(value, bool) for value in params.values())
-    return count
-
-
-def _params(holder: Mapping[str, Any], where: str) -> Mapping[str, Any]:
-    params = holder.get("parameters") or {}
-    if not isinstance(params, Mapping):
+def _params(holder: Mapping[str, Any], where: str) -> dict[str, Any]:
+    params = json_body.plain(holder.get("parameters")) or {}
+    if not isinstance(params, dict):
         raise errors.InvalidRequest(f"`parameters` of {where} must be an object")
     return params
-
-
-def _input(spec: Any, index: int, body: bytes, offset: int, check_bools: bool) -> tuple[str, np.ndarray, int]:
-    """One input as an array of its declared shape, and the binary offset after it."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
-        raise errors.InvalidRequest(f"inputs[{index}] must be an object with a `name`")
-    name, datatype, shape = spec["name"], spec.get("datatype"), spec.get("shape")
-    dtype = _dtype(datatype, name)
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise errors.InvalidRequest(f"input {name!r} needs a `shape`: a list of non-negative integers")
-    params = _params(spec, f"input {name!r}")
-    if "shared_memory_region" in params:
-        raise errors.BadRequest("shared-memory inputs are not supported; send JSON or binary data")
-    count = math.prod(shape)
-    size = params.get("binary_data_size")
-    if size is not None:
-        if type(size) is not int or size != count * dtype.itemsize:
-            raise errors.InvalidRequest(f"input {name!r} has binary_data_size {size} but {datatype} shape "
-                                        f"{shape} needs {count * dtype.itemsize} bytes")
-        if offset + size > len(body):
-            raise errors.InvalidRequest(f"the binary data of input {name!r} ends before its {size} bytes")
-        raw = np.frombuffer(body, dtype=np.uint8 if datatype == "BOOL" else dtype, count=count, offset=offset)
-        array = raw != 0 if datatype == "BOOL" else raw
-        check_finite(array, name)  # raw bytes are the one source of NaN and Infinity
-        return name, array.reshape(shape), offset + size
-    if "data" not in spec:
-        raise errors.InvalidRequest(f"input {name!r} has neither `data` nor a binary_data_size")
-    array = _json_array(spec["data"], name, datatype, check_bools)
-    if array.size != count:
-        raise errors.InvalidRequest(f"input {name!r} holds {array.size} values but shape {shape} needs {count}")
-    return name, array.reshape(shape), offset
 
 
 def _dtype(datatype: Any, name: str) -> np.dtype:
     if datatype == "BYTES":
         raise errors.BadRequest(f"input {name!r} is BYTES: string tensors are not supported; the models take "
-                                f"numeric tensors ({_SUPPORTED})", code="unsupported_datatype")
+                                f"numeric tensors ({SUPPORTED})", code="unsupported_datatype")
     if datatype not in DATATYPES:
-        raise errors.BadRequest(f"input {name!r} has datatype {datatype!r}; supported: {_SUPPORTED}",
+        raise errors.BadRequest(f"input {name!r} has datatype {datatype!r}; supported: {SUPPORTED}",
                                 code="unsupported_datatype")
     return DATATYPES[datatype]
 
 
-def _json_array(data: Any, name: str, datatype: str, check_bools: bool) -> np.ndarray:
-    if datatype != "BOOL":
-        return to_array(data if isinstance(data, (list, np.ndarray)) else [data], name, check_bools=check_bools)
-    array = np.asarray(data)
-    if array.dtype.kind != "b":
+def _bool_array(data: Any, name: str) -> np.ndarray:
+    array = np.asarray(data if isinstance(data, list) else [data], dtype=object)
+    if not all(type(item) is bool for item in array.ravel()):
         raise errors.InvalidTensor(f"input {name!r} is BOOL: send true/false values", {"input": name})
-    return array
+    return array.astype(bool)
 
 
-def _requested_outputs(outputs: Any) -> list[tuple[str, bool | None]] | None:
+def _requested_outputs(outputs: Any) -> tuple[RequestedOutput, ...] | None:
+    outputs = json_body.plain(outputs)
     if outputs is None:
         return None
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
@@ -172,8 +157,20 @@ def _requested_outputs(outputs: Any) -> list[tuple[str, bool | None]] | None:
         if params.get("classification"):
             raise errors.BadRequest("the classification extension is not supported")
         binary = params.get("binary_data")
-        requested.append((output["name"], None if binary is None else bool(binary)))
-    return requested
+        requested.append(RequestedOutput(output["name"], None if binary is None else bool(binary)))
+    return tuple(requested)
+
+
+def encode(request: InferRequest, response: InferResponse) -> tuple[bytes, int | None]:
+    """(body, header length or None): outputs as flat JSON `data`, or binary after the JSON header."""
+    header: dict[str, Any] = {"model_name": response.model, "model_version": str(response.version)}
+    if response.id is not None:
+        header["id"] = response.id
+    default = bool(request.parameters.get("binary_data_output", False))
+    flags = {o.name: o.binary for o in request.outputs or ()}
+    outputs = [(name, array, default if flags.get(name) is None else bool(flags[name]))
+               for name, array in response.outputs.items()]
+    return encode_response(header, outputs)
 
 
 def encode_response(header: dict[str, Any], outputs: list[tuple[str, np.ndarray, bool]]) -> tuple[bytes, int | None]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.queue_wait import set_queue_wait
+from app.gunicorn.queue_wait import set_queue_wait
+from app.settings import load_settings
 
 ROW = [[1.0, 2.0, 3.0, 4.0]]
 
@@ -13,7 +14,8 @@ def waited(app, monkeypatch):
     """Pretend the next request waited this long for a thread (the test client runs the app in this thread).
 
     The grace period is 0 here, so one wait over the limit is shed; the grace has its own tests below."""
-    monkeypatch.setitem(app.config, "QUEUE_WAIT_GRACE_MS", 0.0)
+    shedder = app.extensions["load_shedder"]
+    monkeypatch.setattr(shedder, "settings", shedder.settings.model_copy(update={"queue_wait_grace_ms": 0.0}))
     yield set_queue_wait
     set_queue_wait(None)
 
@@ -67,14 +69,10 @@ def test_health_metadata_and_unknown_routes_are_never_shed(client, waited):
     assert client.post("/nowhere").status_code == 404
 
 
-def test_zero_disables_shedding(app, waited):
-    saved = app.config["MAX_QUEUE_WAIT_MS"]
-    app.config["MAX_QUEUE_WAIT_MS"] = 0
-    try:
-        waited(10.0)
-        assert predict(app.test_client()).status_code == 200
-    finally:
-        app.config["MAX_QUEUE_WAIT_MS"] = saved
+def test_zero_disables_shedding(app, waited, shedder, monkeypatch):
+    monkeypatch.setattr(shedder, "settings", shedder.settings.model_copy(update={"max_queue_wait_ms": 0}))
+    waited(10.0)
+    assert predict(app.test_client()).status_code == 200
 
 
 def test_nothing_is_shed_while_the_worker_is_still_loading(client, waited, shedder):
@@ -105,8 +103,8 @@ def graced(app):
     from app.api.admission import LoadShedder
 
     clock = FakeClock()
-    config = {"MAX_QUEUE_WAIT_MS": 50.0, "QUEUE_WAIT_GRACE_MS": 25.0}
-    shedder = LoadShedder(lambda environ, start: (start("200 OK", []), [b"ok"])[1], app.url_map, config,
+    settings = load_settings({"MAX_QUEUE_WAIT_MS": 50.0, "QUEUE_WAIT_GRACE_MS": 25.0}, environ={})
+    shedder = LoadShedder(lambda environ, start: (start("200 OK", []), [b"ok"])[1], app.url_map, settings,
                           loading=lambda: False, clock=clock)
 
     def status_after(wait_s: float, advance_ms: float = 0.0) -> int:

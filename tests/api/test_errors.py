@@ -30,7 +30,11 @@ def _post(client, body, content_type="application/json", **headers):
     ('{"model": "dense", "instances": [[1,2,3,NaN]]}', 400, "non_finite_value"),
     ('{"model": "dense", "instances": [[1,2,3,Infinity]]}', 400, "non_finite_value"),
     ('{"model": "dense", "instances": [[1,2,3,-Infinity]]}', 400, "non_finite_value"),
-    ('{"model": "dense", "instances": [[1,2,3,1e999]]}', 400, "non_finite_value"),
+    ('{"model": "dense", "instances": [[1,2,3,1e999]]}', 400, "invalid_number"),
+    ('{"model": "dense", "instances": [[1,2,3,01]]}', 400, "invalid_number"),
+    ('{"model": "dense", "instances": [[1,2,3,4]], "model": "dense"}', 400, "invalid_request"),
+    ('{"model": "dense", "instances": [[1,2],[3,[4]]]}', 400, "ragged_tensor"),
+    ('{"model": "nope", "instances": [[1,2,3,4],[1]]}', 404, "model_not_found"),
     ('{"model": "dense", "instances": 5}', 400, "invalid_request"),
     ('{"model": "dense", "inputs": 5}', 400, "invalid_tensor"),
     ('{"model": "nope", "instances": [[1,2,3,4]]}', 404, "model_not_found"),
@@ -74,7 +78,7 @@ def test_too_many_rows_is_413(client):
 
 
 def test_body_over_the_limit_is_rejected_from_content_length(app, client):
-    limit = app.config["MAX_CONTENT_LENGTH"]
+    limit = app.extensions["settings"].max_content_length
     response = client.post("/predict", data=b" " * (limit + 1), content_type="application/json")
     assert response.status_code == 413
     assert response.json["error"]["code"] == "payload_too_large"
