@@ -1,17 +1,4 @@
 # Keras model server: gunicorn + Flask, TensorFlow CPU. Serves every model in /app/models.
-FROM python:3.11-slim AS native
-
-# The C helpers of the request path (native/speedups.c), built where a compiler is; the
-# runtime image only receives the built module.
-WORKDIR /src
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/* \
-    && pip install --no-cache-dir setuptools==65.5.0
-COPY native/ native/
-RUN mkdir -p app && python native/build.py
-
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -33,7 +20,6 @@ RUN groupadd --system --gid 10001 serving \
     && useradd --system --uid 10001 --gid serving --home-dir /app --shell /usr/sbin/nologin serving
 
 COPY --chown=10001:10001 app/ app/
-COPY --from=native --chown=10001:10001 /src/app/_speedups*.so app/
 COPY --chown=10001:10001 models/ models/
 COPY --chown=10001:10001 wsgi.py gunicorn.conf.py ./
 

@@ -37,13 +37,7 @@ def test_hadolint_finds_nothing():
 def test_every_stage_is_python_311_slim_and_the_last_one_runs():
     stages = [arg for op, arg in _instructions() if op == "FROM"]
     assert all(stage.split()[0] == "python:3.11-slim" for stage in stages)
-    assert stages[-1] == "python:3.11-slim"  # the runtime image: no compiler in it
-
-
-def test_the_c_helpers_are_built_in_their_own_stage_and_copied_into_the_runtime_image():
-    steps = [f"{op} {arg}" for op, arg in _instructions()]
-    assert any(step.startswith("RUN") and "native/build.py" in step for step in steps)
-    assert any(step.startswith("COPY --from=native") and "_speedups" in step for step in steps)
+    assert stages[-1] == "python:3.11-slim"
 
 
 def test_dependencies_are_installed_before_the_code_is_copied():
