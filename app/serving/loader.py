@@ -38,7 +38,7 @@ UNKNOWN_CLASS = re.compile(r"(?:Unknown layer|Could not locate class|Unknown obj
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model read from disk, with what the registry reports about it."""
+    """A model read from disk, with what the manager reports about it."""
 
     model: Any
     signature: Signature

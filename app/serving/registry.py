@@ -16,13 +16,12 @@ from app import errors
 from app.serving.servable import Loader, ServableVersion
 from app.serving.types import ModelSource, ModelState
 
-__all__ = ["ModelRegistry", "ServableVersion"]
-
 log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    """Holds every aspired version and answers which servable a request should use."""
+    """The manager: holds every aspired version, gives each to the loader, and answers which servable
+    version a request should use (the version policy: the highest AVAILABLE, or the one asked for)."""
 
     def __init__(self, sources: Iterable[ModelSource], loader: Loader, *, default_model: str | None = None,
                  strict_readiness: bool = True, loading_wait: float = 30.0):

@@ -14,7 +14,7 @@ RUNTIMES = ("auto", "tflite", "tf")  # the forward-pass choices (runtime.choose_
 
 
 class ModelState(str, enum.Enum):
-    """Lifecycle of one model version (TF Serving's words)."""
+    """State of one servable version (TF Serving's words)."""
 
     LOADING = "LOADING"
     AVAILABLE = "AVAILABLE"
@@ -78,7 +78,7 @@ class BatchingSettings:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """One version the repository wants served (an aspired version)."""
+    """One aspired version: a version the source (the model folder) wants served, with its settings."""
 
     name: str
     version: int
