@@ -126,7 +126,8 @@ def main() -> None:
         print("\n" + report.overload_text(overload))
     for item in extra.get("payloads") or []:
         print(f"payload {item}")
-    print("\n" + report.targets_text(checks))
+    if checks:
+        print("\n" + report.targets_text(checks))
     if comparison := report.short_numbers_text(rows):
         print("\n" + comparison)
     print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores; service from {root}")

@@ -132,11 +132,20 @@ def write_markdown(path: Path, payload: dict[str, Any], checks: list[tuple[str, 
         parts.append(overload_text(payload["overload"]))
     if comparison := short_numbers_text(payload["runs"]):
         parts.append(comparison.replace("\n", "  \n"))
+    if payload.get("payloads"):
+        parts.append(_payloads_markdown(payload["payloads"]))
     if checks:
         parts.append("\n".join(f"- {line}" for line in targets_text(checks).splitlines()))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(parts) + "\n")
     return path
+
+
+def _payloads_markdown(rows: list[Row]) -> str:
+    """bench/payloads.py's rows as a Markdown table."""
+    lines = ["| payload path | req/s | MB/s | p50 ms | p99 ms | body MB |", "|---|---|---|---|---|---|"]
+    return "\n".join(lines + [f"| {r['path']} | {r['req_per_s']} | {r['mb_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
+                              f"{r['request_bytes'] / 1e6:.2f} |" for r in rows])
 
 
 def write_json(folder: Path, name: str, payload: Any) -> Path:
