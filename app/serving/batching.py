@@ -18,8 +18,8 @@ What bounds each path (T = `request_timeout`; T = 0 turns off both deadline rule
   running, each new request answers 504 at once (no queueing, no inline call) until a pass finishes.
 - Admission: `max_queue_rows` bounds the queued rows, or with `share_calls=False` the rows running
   inline; beyond it 429 with retry_after (a larger request is let in when nothing else is held).
-  So a hung model pins one inline caller (shared) or `max_queue_rows` rows of them (unshared), and
-  queued callers for at most T each.
+  So a hung model pins the thread of its pass (the worker's, or one inline caller's), or unshared up
+  to `max_queue_rows` rows of inline callers; it holds each queued caller for at most T.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ class Batcher:
             if (self._busy or self._direct_rows) and self._timeout > 0:
                 self._refuse_if_stalled()
             if not self.share_calls:
-                self._admit(self._direct_rows, rows, "calls running now hold")
+                if self._direct_rows:  # (a lone call skips the check)
+                    self._admit(self._direct_rows, rows, "calls running now hold")
                 self._direct_rows += rows
                 inline = True
             else:
