@@ -109,7 +109,7 @@ class ModelNotAvailable(ServingError):
 
 
 class DeadlineExceeded(ServingError):
-    """504: the request waited in the queue past its deadline and was dropped."""
+    """504: not answered within `request_timeout`: queued, in an overdue pass, or refused behind a stalled one."""
 
     code = "deadline_exceeded"
     status = 504

@@ -38,7 +38,8 @@ logging.disable(logging.INFO)
 from pathlib import Path
 from app.cli import CHECK_BATCHING
 from app.serving.lifecycle import warm_up
-from app.serving.loader import LoadFailure, load_model_file
+from app.errors import LoadError
+from app.serving.loader import load_model_file
 from app.serving.runtime import CompiledModel
 from app.serving.types import ModelSource
 imported = time.perf_counter()
@@ -48,7 +49,7 @@ for name in sys.argv[1:]:
         loaded = load_model_file(ModelSource(Path(name).stem, 1, Path(name), CHECK_BATCHING))
         warm_up(CompiledModel(loaded), loaded.signature)
         ok.append(name)
-    except LoadFailure:
+    except LoadError:
         pass
 print(json.dumps([ok, imported - started, time.perf_counter() - imported]))
 """

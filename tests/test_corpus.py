@@ -18,7 +18,9 @@ CORPUS = REPO / ".." / "shared" / "corpus"
 
 pytestmark = [pytest.mark.corpus,
               pytest.mark.skipif(not (CORPUS / "manifest.json").is_file(),
-                                 reason=f"corpus folder {CORPUS.resolve()} is absent")]
+                                 reason=f"corpus folder {CORPUS.resolve()} is absent: it is the shared/corpus "
+                                        "folder handed to developers beside the checkout (../shared/corpus, see its "
+                                        "README.md); link or copy it there to run these tests")]
 
 
 def manifest() -> list[dict]:
@@ -118,12 +120,13 @@ def test_summary(corpus_app, capsys):
 def test_lambda_file_with_safe_mode_off_names_the_bytecode_problem(entry):
     """With `"safe_mode": false`, a Lambda from an older Python is still refused, saying exactly why."""
     from app.cli import CHECK_BATCHING
-    from app.serving.loader import LoadFailure, load_model_file
+    from app.errors import LoadError
+    from app.serving.loader import load_model_file
     from app.serving.types import ModelSource
 
     path = CORPUS / "files" / entry["file"]
     try:
         load_model_file(ModelSource(path.stem, 1, path, CHECK_BATCHING, safe_mode=False))
-    except LoadFailure as exc:
+    except LoadError as exc:
         if "older Python" in (entry["expected_failure"] or ""):
             assert "another Python version" in str(exc)

@@ -10,7 +10,14 @@ from app.errors import ConfigError
 def test_factory_takes_test_config(tmp_path):
     app = create_app({"TESTING": True, "MODEL_DIR": tmp_path})
     assert app.testing
-    assert app.config["MODEL_DIR"] == tmp_path
+    assert app.extensions["settings"].model_dir == tmp_path
+    assert "MODEL_DIR" not in app.config  # our settings live in one typed object, Flask's keys in app.config
+
+
+def test_a_setting_in_test_config_overrides_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SERVING_MAX_REQUEST_ROWS", "7")
+    assert create_app({"MODEL_DIR": tmp_path, "MAX_REQUEST_ROWS": 9}).extensions["dataplane"].max_request_rows == 9
+    assert create_app({"MODEL_DIR": tmp_path}).extensions["dataplane"].max_request_rows == 7
 
 
 def test_registry_lives_in_app_extensions(tmp_path):

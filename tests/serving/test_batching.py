@@ -207,10 +207,8 @@ def test_a_full_queue_answers_overloaded_at_once(model: GatedModel) -> None:
     batcher = Batcher(model, settings(max_queue_rows=4))
     blocker = block(batcher, model)
     queued = queue_up(batcher, [1, 2], rows=2)
-    started = time.monotonic()
-    with pytest.raises(errors.Overloaded) as caught:
+    with pytest.raises(errors.Overloaded) as caught:  # raised while the blocker still holds the model: at once
         batcher.submit(rows_of(9), 1)
-    assert time.monotonic() - started < 0.5
     assert caught.value.status == 429 and caught.value.code == "overloaded" and caught.value.retry_after >= 1
     assert batcher.stats()["rejected"]["overloaded"] == 1
     model.gate.set()
@@ -260,10 +258,9 @@ def test_close_fails_what_a_stuck_model_never_reached(model: GatedModel) -> None
 
 def test_a_single_client_runs_on_its_own_thread_without_waiting(model: GatedModel) -> None:
     batcher = Batcher(model, settings(max_batch_delay_ms=500))
-    started = time.perf_counter()
     for value in range(20):
         assert batcher.submit(rows_of(value), 1)["y"][0, 0] == value * 10
-    assert time.perf_counter() - started < 0.5  # 20 requests, none held for the 500 ms delay
+    assert batcher.stats()["inline_batches"] == 20  # none was queued to wait for the 500 ms delay
     assert set(model.threads) == {threading.get_ident()}
     stats = batcher.stats()
     assert stats["inline_batches"] == 20 and stats["queue_ms"]["p99_recent"] == 0.0
