@@ -57,7 +57,8 @@ class Settings(BaseSettings):
         "How long waits must stay over SERVING_MAX_QUEUE_WAIT_MS before shedding starts, so a "
         "momentary stall under normal load sheds nothing (ms; none within 1 s of the last 429)."))
     request_timeout: NonNegativeFloat = Field(30.0, description=(
-        "Seconds a request may wait to run before it is dropped with 504 (0 disables)."))
+        "Seconds from a request's arrival at its model to its answer (queued or in a forward pass) "
+        "before it gets 504 `deadline_exceeded` (0 disables)."))
     loading_wait: NonNegativeFloat = Field(30.0, description=(
         "Seconds a request for a version that is still LOADING waits for it before 503."))
     strict_readiness: bool = Field(True, description=(
