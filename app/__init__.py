@@ -33,7 +33,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         TensorFlowLoader((settings.tf_intra_op_threads, settings.tf_inter_op_threads)),
         default_model=settings.default_model, strict_readiness=settings.strict_readiness,
         loading_wait=settings.loading_wait)
-    app.extensions.update(settings=settings, registry=registry, dataplane=DataPlane(registry, settings.max_request_rows))
+    dataplane = DataPlane(registry, settings.max_request_rows)
+    app.extensions.update(settings=settings, registry=registry, dataplane=dataplane)
     for blueprint in (native.bp, tfserving.bp, v2.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(models_cli)

@@ -127,7 +127,7 @@ class ConfigError(Exception):
 
 
 def one_line(problem: BaseException | str, limit: int = 300) -> str:
-    """A reason on one line: whitespace collapsed, at most `limit` characters; an empty exception gives its class name."""
+    """A reason on one line: whitespace collapsed, at most `limit` characters (an empty exception: its class name)."""
     text = " ".join(str(problem).split())
     if not text and isinstance(problem, BaseException):
         text = type(problem).__name__

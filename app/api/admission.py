@@ -40,7 +40,8 @@ class LoadShedder:
 
     def __init__(self, wsgi_app: WSGIApp, url_map: Map, settings: Settings, loading: Callable[[], bool],
                  clock: Callable[[], float] = time.monotonic):
-        self.wsgi_app, self.url_map, self.settings, self.loading, self.clock = wsgi_app, url_map, settings, loading, clock
+        self.wsgi_app, self.url_map, self.settings = wsgi_app, url_map, settings
+        self.loading, self.clock = loading, clock
         self.shed = 0  # requests answered 429 here, in this worker process
         self._lock = threading.Lock()
         self._over_since: float | None = None  # since when waits have been over the limit

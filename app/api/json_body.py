@@ -124,7 +124,7 @@ def _brackets(node: Any, path: Path, shapes: dict[Path, tuple[int, ...]]) -> int
     if isinstance(node, Array):
         return 1 + sum(_brackets(child, (*path, index), shapes) for index, child in enumerate(node))
     if isinstance(node, Object):
-        return sum(key.count("[") + _brackets(node[key], (*path, key), shapes) for key in node.keys())
+        return sum(key.count("[") + _brackets(node[key], (*path, key), shapes) for key in node.keys())  # noqa: SIM118 - a simdjson Object
     return node.count("[") if isinstance(node, str) else 0
 
 
@@ -160,7 +160,7 @@ def _regular_shape(array: Array) -> tuple[int, ...] | None:
             return None
         node = node[0]
     level: list[Any] = [array]
-    for depth, size in enumerate(shape[:-1]):
+    for size in shape[:-1]:
         if any(len(node) != size for node in level):
             return None
         level = [child for node in level for child in node]

@@ -8,17 +8,13 @@ from flask import Blueprint, Request, Response, current_app, request
 from app import errors
 from app.api import json_body
 from app.api.body import read_body
-from app.api.dataplane import DataPlane, InferRequest, InferResponse
+from app.api.context import dataplane, settings
+from app.api.dataplane import InferRequest, InferResponse
 from app.api.instances import as_columns, as_rows, decode_tensors
 from app.api.responses import json_response
 from app.api.schemas import load_predict_request
 
 bp = Blueprint("native", __name__)
-
-
-def dataplane() -> DataPlane:
-    """The app's data plane (it holds the model registry)."""
-    return current_app.extensions["dataplane"]
 
 
 def decode(http: Request) -> InferRequest:
@@ -27,7 +23,7 @@ def decode(http: Request) -> InferRequest:
         raise errors.UnsupportedMediaType(
             f"send the body as application/json (got {http.mimetype or 'no Content-Type'})",
             {"content_type": http.mimetype or None})
-    body = read_body(http.environ, current_app.extensions["settings"].max_content_length)
+    body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
     envelope = load_predict_request(json_body.fields(document))
     key = "instances" if "instances" in envelope else "inputs"

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Request, Response, current_app, request
+from flask import Blueprint, Request, Response, request
 
 from app import errors
 from app.api import json_body
 from app.api.body import read_body
+from app.api.context import dataplane, settings
 from app.api.dataplane import InferRequest, InferResponse
 from app.api.instances import as_columns, as_rows, decode_tensors
-from app.api.native import dataplane
 from app.api.responses import json_response
 from app.serving.servable import ServableVersion
 from app.serving.types import ModelState, TensorSpec
@@ -39,7 +39,7 @@ def decode(http: Request, name: str, version: int | None) -> InferRequest:
     """A :predict body: `instances` (rows) or `inputs` (columns), optional `signature_name`.
 
     Any Content-Type is read as JSON, as TF Serving does (`curl -d` sends form-urlencoded)."""
-    body = read_body(http.environ, current_app.extensions["settings"].max_content_length)
+    body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
     envelope = json_body.fields(document)
     signature = envelope.get("signature_name")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from app import errors
 from app.api import json_body, v2_codec
 from app.api.body import read_body
-from app.api.native import dataplane
+from app.api.context import dataplane, settings
 from app.api.responses import json_response
 from app.api.v2_datatypes import datatype_of, v2_shape
 from app.serving.servable import ServableVersion
@@ -106,7 +106,7 @@ def model_infer(name: str, version: int | None = None) -> Response:
 
 
 def _body() -> bytes:
-    return read_body(request.environ, current_app.extensions["settings"].max_content_length)
+    return read_body(request.environ, settings().max_content_length)
 
 
 def triton_config(servable: ServableVersion, max_request_rows: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from app import errors
 from app.api import json_body
 from app.api.dataplane import InferRequest, InferResponse, RequestedOutput
 from app.api.responses import JSON_OPTIONS
-from app.api.v2_datatypes import SUPPORTED, DATATYPES, datatype_of
+from app.api.v2_datatypes import DATATYPES, SUPPORTED, datatype_of
 from app.serving.tensors import check_finite
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

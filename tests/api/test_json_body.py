@@ -119,3 +119,18 @@ def test_a_parser_pinned_by_live_proxies_is_replaced_not_refused():
     pinned = json_body.parse_object(b'{"instances": [1]}')
     again = json_body.parse_object(b'{"instances": [2]}')
     assert pinned["instances"][0] == 1 and again["instances"][0] == 2
+
+
+def test_a_large_body_with_one_bad_byte_is_refused_without_a_python_object_per_number():
+    """The error is worded from simdjson's own failure: the 30 MB text is never read a second time."""
+    import tracemalloc
+
+    body = b'{"instances": [' + b"0.12345678901234567," * 1_500_000 + b"1]x"
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.InvalidJSON):
+            json_body.parse_object(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(body) > 28e6 and peak < 1e6  # a float object per number would be over 36 MB

@@ -58,7 +58,8 @@ def test_an_unknown_model_answers_404_on_every_surface_whatever_its_inputs(clien
     assert set(statuses.values()) == {404}, statuses
 
 
-@pytest.mark.parametrize("tensor", [[ROW, [1.0]], [[1, 2], [3, [4]]], [["x", 1, 2, 3]], [[True, 1, 2, 3]], [[None] * 4]])
+@pytest.mark.parametrize("tensor", [[ROW, [1.0]], [[1.5], []], [[1, 2], [3, [4]]], [["x", 1, 2, 3]], [[True, 1, 2, 3]],
+                                    [[None] * 4]])
 def test_a_bad_tensor_answers_400_on_every_surface(client, tensor):
     statuses = {name: call(client, "dense", tensor).status_code for name, call in SURFACES.items()}
     assert set(statuses.values()) == {400}, statuses
