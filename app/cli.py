@@ -33,7 +33,7 @@ def _beside(path: Path, name: str, folder_name: str) -> Path | None:
 
 def source_for(path: Path, custom_objects: Path | None = None, safe_mode: bool | None = None) -> ModelSource:
     """The aspired version the source would build for `path`, with command-line overrides."""
-    from app.settings import read_model_settings
+    from app.serving.model_settings import read_model_settings
 
     settings = _beside(path, "serving.json", "serving.json")
     model = read_model_settings(settings)

@@ -1,4 +1,4 @@
-"""Typed settings: the server's (`SERVING_*`), gunicorn's, and each model's `serving.json`.
+"""Typed settings: the server's (`SERVING_*`) and gunicorn's (a model's `serving.json`: app.serving.model_settings).
 
 Each setting is declared once below with its meaning; the settings table of
 docs/operations.md is generated from these declarations (scripts/settings_table.py).
@@ -6,17 +6,16 @@ No TensorFlow here: gunicorn.conf.py imports this module in the master.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError
-from app.serving.types import RUNTIMES, BatchingSettings
+from app.serving.types import RUNTIMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,14 +122,15 @@ def _reason(cls: type[BaseSettings], error: Any, overrides: Mapping[str, Any], r
     """One failed field as `NAME=value is invalid: why`, NAME the variable (or override key) that set it."""
     name = str(error["loc"][0])
     if name in raw and not any(key.lower() == name for key in overrides):
-        return f"{env_var(cls, name)}={raw[name]!r} is invalid: {_lower_first(error['msg'])}"
+        return f"{env_var(cls, name)}={raw[name]!r} is invalid: {lower_first(error['msg'])}"
     key = next(key for key in overrides if key.lower() == name)
     if error["type"] == "extra_forbidden":
         return f"{key!r} is not a setting of {cls.__name__}"
-    return f"{key}={overrides[key]!r} is invalid: {_lower_first(error['msg'])}"
+    return f"{key}={overrides[key]!r} is invalid: {lower_first(error['msg'])}"
 
 
-def _lower_first(message: str) -> str:
+def lower_first(message: str) -> str:
+    """A validation message as the end of our sentence."""
     return message[:1].lower() + message[1:]
 
 
@@ -143,56 +143,3 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
 def load_gunicorn_settings(environ: Mapping[str, str] | None = None) -> GunicornSettings:
     """gunicorn's settings from the environment; raise ConfigError naming a bad variable."""
     return _load(GunicornSettings, {}, os.environ if environ is None else environ)
-
-
-class ModelSettings(BaseModel):
-    """One model's `serving.json`: each key is optional and overrides the server's setting.
-
-    Beside a flat file `NAME.h5` it is `NAME.serving.json`; in a model folder `NAME/serving.json`.
-    Unknown keys are an error (a typo must not pass silently).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_batch_size: Annotated[int, Field(ge=1, strict=True)] | None = Field(None, description=(
-        "Overrides SERVING_MAX_BATCH_SIZE for this model."))
-    max_batch_delay_ms: NonNegativeFloat | None = Field(None, description=(
-        "Overrides SERVING_MAX_BATCH_DELAY_MS for this model."))
-    max_queue_rows: Annotated[int, Field(ge=1, strict=True)] | None = Field(None, description=(
-        "Overrides SERVING_MAX_QUEUE_ROWS for this model."))
-    request_timeout: NonNegativeFloat | None = Field(None, description=(
-        "Overrides SERVING_REQUEST_TIMEOUT for this model."))
-    safe_mode: bool = Field(True, description="Keras safe mode; false allows Lambda layers (trusted files only).")
-    runtime: Runtime | None = Field(None, description="Forward pass for this model; overrides SERVING_RUNTIME.")
-
-
-def read_model_settings(path: Path | None) -> ModelSettings:
-    """Read and validate a `serving.json` (none: every key unset); raise ValueError with a one-line reason."""
-    if path is None or not path.exists():
-        return ModelSettings()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path.name} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path.name} must hold a JSON object")
-    try:
-        return ModelSettings.model_validate(raw)
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_lower_first(e['msg'])}" for e in exc.errors())
-        raise ValueError(f"{path.name} is invalid: {reasons}") from None
-
-
-def batching_settings(settings: Settings, model: ModelSettings) -> BatchingSettings:
-    """The server's batching settings with one model's overrides applied."""
-    def pick(name: str) -> Any:
-        value = getattr(model, name)
-        return getattr(settings, name) if value is None else value
-
-    return BatchingSettings(max_batch_size=pick("max_batch_size"), max_batch_delay_ms=pick("max_batch_delay_ms"),
-                            max_queue_rows=pick("max_queue_rows"), request_timeout=pick("request_timeout"))
-
-
-def model_runtime(settings: Settings, model: ModelSettings) -> str:
-    """The forward pass a model asks for: its `serving.json` runtime, else SERVING_RUNTIME."""
-    return settings.runtime if model.runtime is None else model.runtime

@@ -10,18 +10,8 @@ import pydantic
 import pytest
 
 from app.errors import ConfigError
-from app.settings import (
-    REPO_ROOT,
-    SETTING_NAMES,
-    GunicornSettings,
-    ModelSettings,
-    Settings,
-    batching_settings,
-    load_gunicorn_settings,
-    load_settings,
-    model_runtime,
-    read_model_settings,
-)
+from app.serving.model_settings import ModelSettings, batching_settings, model_runtime, read_model_settings
+from app.settings import REPO_ROOT, SETTING_NAMES, GunicornSettings, Settings, load_gunicorn_settings, load_settings
 
 
 def _settings_table_script():

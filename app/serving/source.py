@@ -14,8 +14,9 @@ import logging
 import re
 from pathlib import Path
 
+from app.serving.model_settings import ModelSettings, batching_settings, model_runtime, read_model_settings
 from app.serving.types import ModelSource
-from app.settings import ModelSettings, Settings, batching_settings, model_runtime, read_model_settings
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
