@@ -1,14 +1,18 @@
 """The worker's accept balancing rule and its shared table (the end-to-end tests of the worker are in tests/e2e)."""
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
 import queue
+import threading
+import types
 
 import pytest
 from gunicorn.http import errors as http
 
+from app.gunicorn import hooks
 from app.gunicorn.http_errors import error_answer
 from app.gunicorn.table import ConnectionTable, process_identity
 from app.gunicorn.worker import TOLERANCE, should_defer
@@ -136,3 +140,41 @@ def test_gunicorns_errors_answer_our_json_error_shape(exc, status, code):
     error = json.loads(body)["error"]
     assert error["code"] == code and error["message"] and error["details"] == {}
     assert ("a bug" not in error["message"]) and ("bad" not in error["message"] or status != 500)
+
+
+class RecordingRegistry:
+    """Stands in for the model registry: records what the hooks call."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.settled = threading.Event()
+
+    def wait_until_settled(self, timeout: float | None = None) -> bool:
+        self.settled.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _worker_with(registry: RecordingRegistry | None) -> types.SimpleNamespace:
+    extensions = {} if registry is None else {"registry": registry}
+    return types.SimpleNamespace(wsgi=types.SimpleNamespace(extensions=extensions))
+
+
+def test_post_worker_init_freezes_the_gc_and_waits_in_the_background_for_the_models():
+    registry = RecordingRegistry()
+    gc.unfreeze()
+    try:
+        hooks.post_worker_init(_worker_with(registry))
+        assert gc.get_freeze_count() > 0
+        assert registry.settled.wait(timeout=30)
+    finally:
+        gc.unfreeze()
+
+
+def test_worker_exit_closes_the_registry():
+    registry = RecordingRegistry()
+    hooks.worker_exit(server=None, worker=_worker_with(registry))
+    assert registry.closed
+    hooks.worker_exit(server=None, worker=_worker_with(None))  # an app without a registry: nothing to close
