@@ -1,8 +1,9 @@
 """The request body, read once and whole or refused: never cut at the limit, never silently empty.
 
 The length is checked before anything is read; a chunked body is read to its terminating chunk or
-refused (over the limit: 413; malformed: 400); a gzip or deflate body must decompress to its exact
-end (checksum read, nothing after it) within the limit.
+refused (over the limit: 413; malformed: 400); a gzip or deflate body (Content-Encoding, or a
+transfer coding before `chunked`) must decompress to its exact end (checksum read, nothing after
+it) within the limit.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ _WINDOWS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # deflate: 
 
 
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The raw request body, decompressed for Content-Encoding gzip or deflate (kept in the environ:
-    a second call answers the same without reading again)."""
+    """The raw request body, decompressed for gzip or deflate (kept in the environ: a second call
+    answers the same without reading again)."""
     cached = environ.get(_CACHE_KEY)
     if isinstance(cached, errors.ServingError):
         raise cached
@@ -64,24 +65,33 @@ def _read_raw(environ: dict[str, Any], limit: int) -> bytes:
 
 
 def _decode(environ: dict[str, Any], raw: bytes, limit: int) -> bytes:
-    """`raw` decompressed as its Content-Encoding says, checked to end exactly where the stream ends."""
-    encoding = (environ.get("HTTP_CONTENT_ENCODING") or "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding not in _WINDOWS:
-        raise errors.UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)",
-                                          {"content_encoding": encoding}, code="unsupported_content_encoding")
-    decompressor = zlib.decompressobj(_WINDOWS[encoding])
+    """`raw` with its codings undone, the last applied first: the transfer codings before `chunked`
+    (gunicorn undoes `chunked` alone and passes gzip or deflate on), then the Content-Encoding ones."""
+    content = (environ.get("HTTP_CONTENT_ENCODING") or "").split(",")
+    transfer = environ.get("HTTP_TRANSFER_ENCODING", "").split(",")
+    codings = [c.strip().lower() for c in content + transfer]
+    body = raw
+    for coding in reversed([c for c in codings if c not in ("", "identity", "chunked")]):
+        body = _decompress(body, coding, limit)
+    return body
+
+
+def _decompress(data: bytes, coding: str, limit: int) -> bytes:
+    """`data` decompressed, checked to end exactly where the stream ends (checksum read, nothing after)."""
+    if coding not in _WINDOWS:
+        raise errors.UnsupportedMediaType(f"the coding {coding!r} is not supported (gzip, deflate)",
+                                          {"content_encoding": coding}, code="unsupported_content_encoding")
+    decompressor = zlib.decompressobj(_WINDOWS[coding])
     try:
-        body = decompressor.decompress(raw, limit + 1)
+        body = decompressor.decompress(data, limit + 1)
     except zlib.error as exc:
-        raise errors.BadRequest(f"the body is not valid {encoding}: {exc}", code="invalid_encoding") from None
+        raise errors.BadRequest(f"the body is not valid {coding}: {exc}", code="invalid_encoding") from None
     if len(body) > limit:
         raise _too_large("the decompressed body", limit)
     if not decompressor.eof:
-        raise errors.BadRequest(f"the {encoding} body is cut short (no end of stream or checksum)",
+        raise errors.BadRequest(f"the {coding} body is cut short (no end of stream or checksum)",
                                 code="invalid_encoding")
     if decompressor.unused_data:
-        raise errors.BadRequest(f"{len(decompressor.unused_data)} bytes follow the end of the {encoding} stream",
+        raise errors.BadRequest(f"{len(decompressor.unused_data)} bytes follow the end of the {coding} stream",
                                 code="invalid_encoding")
     return body

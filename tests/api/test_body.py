@@ -173,3 +173,12 @@ def test_an_unknown_content_encoding_is_refused():
 
 def test_identity_is_the_body_as_sent():
     assert read_body(environ(DOCUMENT, **{"Content-Encoding": "identity"}), LIMIT) == DOCUMENT
+
+
+def test_stacked_codings_are_undone_last_applied_first():
+    """Content-Encoding gzip, then a deflate transfer coding before chunked (which gunicorn passes on)."""
+    packed = zlib.compress(gzip.compress(DOCUMENT))
+    env = chunked_environ(chunks(packed), **{"Content-Encoding": "gzip", "Transfer-Encoding": "deflate, chunked"})
+    assert read_body(env, LIMIT) == DOCUMENT
+    packed = zlib.compress(gzip.compress(DOCUMENT))
+    assert read_body(environ(packed, **{"Content-Encoding": "gzip, deflate"}), LIMIT) == DOCUMENT

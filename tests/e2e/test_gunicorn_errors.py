@@ -117,3 +117,11 @@ def test_a_gzip_chunked_body_is_answered(port):
     packed = gzip.compress(IRIS)
     status, headers, body = exchange(port, _chunked_predict(chunks(packed[:9], packed[9:]), b"Content-Encoding: gzip"))
     assert status == 200 and len(json.loads(body)["predictions"]) == 1
+
+
+def test_a_gzip_transfer_coding_before_chunked_is_undone(port):
+    """gunicorn accepts `Transfer-Encoding: gzip, chunked` and undoes only the chunking."""
+    raw = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunks(gzip.compress(IRIS)))
+    status, headers, body = exchange(port, raw)
+    assert status == 200 and len(json.loads(body)["predictions"]) == 1
