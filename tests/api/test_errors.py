@@ -110,3 +110,16 @@ def test_an_unexpected_bug_is_a_500_without_traceback(app, client, monkeypatch):
     error = response.json["error"]
     assert error["code"] == "internal_error" and "secret" not in response.get_data(as_text=True)
     assert error["details"]["request_id"] == response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("path,allowed", [("/predict", ["OPTIONS", "POST"]), ("/health", ["GET", "HEAD", "OPTIONS"]),
+                                          ("/v2/models/dense/infer", ["OPTIONS", "POST"])])
+def test_options_answers_the_allowed_methods_as_json(client, path, allowed):
+    response = client.options(path)
+    assert response.status_code == 200 and response.is_json
+    assert response.json == {"allow": allowed} and response.headers["Allow"] == ", ".join(allowed)
+
+
+def test_options_on_an_unknown_route_is_our_json_404(client):
+    response = client.options("/nowhere")
+    assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
