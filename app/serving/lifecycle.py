@@ -2,7 +2,8 @@
 
 `prepare` loads, compiles, warms up and chooses the runtime (the `check` command runs it alone);
 `load_version` adds the call costs and the batcher, and is what the manager is given (lazily,
-through `app.serving.lazy_loader.TensorFlowLoader`).
+through `app.serving.lazy_loader.TensorFlowLoader`). A `.tflite` version is read and run by LiteRT
+alone (`prepare_tflite`): TensorFlow and Keras are imported only for a Keras file (inside `prepare`).
 """
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.errors import LoadError, one_line, reason_for
 from app.serving.batching import Batcher
-from app.serving.loader import LoadedModel, load_model_file
-from app.serving.runtime import CompiledModel, choose_runtime, configure_threads
 from app.serving.servable import ServableVersion
+from app.serving.tflite_file import TfliteFile, read_tflite
+from app.serving.tflite_runtime import LiteModel
 from app.serving.types import Arrays, ForwardPass, ModelSource, ModelState, Signature
+
+if TYPE_CHECKING:
+    from app.serving.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ COST_BUDGET_S = 0.5     # time spent measuring call costs, at most (roughly)
 class Prepared:
     """A model file made ready to answer: the loaded model, its forward pass and how long each step took."""
 
-    loaded: LoadedModel
+    loaded: LoadedModel | TfliteFile
     forward: ForwardPass  # a runtime.CompiledModel or a tflite_runtime.LiteModel (both have `kind`)
     not_tflite: str | None  # why the forward pass is not TFLite, when it is not
     load_seconds: float
@@ -47,6 +52,11 @@ def prepare(source: ModelSource, tf_threads: tuple[int, int]) -> Prepared:
     """Load, compile, warm up and choose the runtime for `source`; any failure is a one-line LoadError."""
     if source.problem:
         raise LoadError(source.problem)
+    if source.path is not None and source.path.suffix == ".tflite":
+        return prepare_tflite(source, tf_threads[0])
+    from app.serving.loader import load_model_file  # imports TensorFlow and Keras
+    from app.serving.runtime import CompiledModel, choose_runtime, configure_threads
+
     configure_threads(*tf_threads)
     started = time.perf_counter()
     try:
@@ -60,6 +70,23 @@ def prepare(source: ModelSource, tf_threads: tuple[int, int]) -> Prepared:
     except Exception as exc:  # noqa: BLE001 - any cause becomes the reason
         raise LoadError(reason_for(exc)) from exc
     return Prepared(loaded, forward, not_tflite, load_seconds, warmup_seconds, sample)
+
+
+def prepare_tflite(source: ModelSource, threads: int) -> Prepared:
+    """Read a `.tflite` file's signature and run it on LiteRT (no TensorFlow); warm it up."""
+    if source.runtime == "tf":
+        raise LoadError("a .tflite file runs on LiteRT only: the runtime setting tf cannot serve it")
+    started = time.perf_counter()
+    try:
+        read = read_tflite(source.path)
+        forward = LiteModel(read.content, read.signature, read.endpoints, threads=threads)
+        load_seconds = time.perf_counter() - started
+        warmup_seconds, sample = warm_up(forward, read.signature)
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any cause becomes the reason
+        raise LoadError(reason_for(exc)) from exc
+    return Prepared(read, forward, None, load_seconds, warmup_seconds, sample)
 
 
 def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None:
@@ -86,6 +113,8 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
                     "call_us": {"1": round(one_row_us, 1), str(SHARE_ROWS): round(many_rows_us, 1)},
                     "shares_calls": share},
     }
+    if isinstance(loaded, TfliteFile) and loaded.quantization():
+        servable.metadata["quantization"] = loaded.quantization()
     servable.batcher = Batcher(forward, source.batching, share_calls=share)
     servable.state = ModelState.AVAILABLE
     log.info("model %s version %s AVAILABLE (%s, %s, %.2fs)", servable.name, servable.version,

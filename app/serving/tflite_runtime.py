@@ -1,4 +1,4 @@
-"""The TensorFlow Lite forward pass: the traced function converted once, run by small interpreters.
+"""The TFLite forward pass on LiteRT (`ai-edge-litert`): small interpreters over one flatbuffer. No TensorFlow here.
 
 Measured here: a TFLite interpreter call costs 2-20 us against about 200 us for the same
 model's TensorFlow function, so models that convert answer from TFLite. An interpreter has
@@ -6,55 +6,29 @@ fixed shapes and is not thread-safe: rows are padded up to a power of two, and e
 size gets its own interpreter and lock, created on first use. Rows never mix: padding rows
 are zeros and are cut off before the answer is returned.
 
-Every interpreter is checked against the TensorFlow function (`reference`) on a probe input
-when it is created; a size whose answers disagree is served by the function instead.
+A model converted at load time is checked against its TensorFlow function (`reference`) on a
+probe input for every interpreter size; a size whose answers disagree is served by the function.
+A `.tflite` file has no reference: its interpreters answer at every size. Integer-quantised
+inputs and outputs are quantised and dequantised at the edges (`Endpoints`): clients send floats.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes.util
 import logging
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
-from app.errors import RuntimeUnavailable, one_line
+from app.errors import RuntimeUnavailable
+from app.serving.tflite_file import Endpoints
 from app.serving.types import Arrays, ForwardPass, Signature
 
 log = logging.getLogger(__name__)
 
 AGREEMENT_RTOL = 1e-4   # TFLite must match the TensorFlow function this closely on the probe
 AGREEMENT_ATOL = 1e-5   # ... times the largest absolute output (at least 1)
-
-
-def convert(concrete: Any) -> bytes:
-    """Convert a traced concrete function to a TFLite flatbuffer (built-in ops only, no quantisation)."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        return converter.convert()
-    except Exception as exc:  # noqa: BLE001 - any converter failure means "use TensorFlow"
-        raise RuntimeUnavailable(f"conversion failed: {_first_error(str(exc)) or type(exc).__name__}") from None
-    finally:
-        _return_freed_memory()
-
-
-def _return_freed_memory() -> None:
-    """Hand the converter's freed heap back to the OS (glibc keeps it otherwise: measured on a
-    12.6 MB model, +114 MB resident after conversion, +31 MB after this)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
-def _first_error(message: str) -> str:
-    """The converter's first `error:` text without its source location (it names TensorFlow's files)."""
-    lines = [line for line in message.splitlines() if line.strip()]
-    first = next((line for line in lines if "error: " in line), lines[0] if lines else "")
-    return one_line(first.split("error: ", 1)[-1], 200)
 
 
 def bucket(rows: int) -> int:
@@ -64,14 +38,10 @@ def bucket(rows: int) -> int:
 
 @dataclass(frozen=True)
 class _Slot:
-    """One interpreter sized for `rows` rows, its tensor indices, and the lock that guards it.
-
-    `set_tensor`, `invoke` and `get_tensor` come from `interpreter_calls`."""
+    """One interpreter sized for `rows` rows and the lock that guards it (calls from `interpreter_calls`)."""
 
     rows: int
     interpreter: Any  # not called on the hot path: it owns the model the C++ wrapper reads
-    inputs: tuple[tuple[str, int, tuple[int, ...], np.dtype], ...]  # name, index, row shape, dtype
-    outputs: tuple[tuple[str, int], ...]                         # name, index
     lock: threading.Lock
     set_tensor: Any
     invoke: Any
@@ -83,21 +53,23 @@ class LiteModel:
 
     kind = "tflite"
 
-    def __init__(self, content: bytes, signature: Signature, graph_input_names: tuple[str, ...],
-                 reference: ForwardPass, probe: Arrays, threads: int = 1):
-        self.signature = signature
+    def __init__(self, content: bytes, signature: Signature, endpoints: Endpoints,
+                 reference: ForwardPass | None = None, probe: Arrays | None = None, threads: int = 1):
+        self.signature, self.endpoints = signature, endpoints
         self._content = content
-        self._graph_input_names = graph_input_names
         self._reference, self._probe = reference, probe
         self._threads = threads or None
         self._slots: dict[int, _Slot | None] = {}  # None: this size is served by `reference`
         self._create_lock = threading.Lock()
-        if len(set(graph_input_names)) != len(graph_input_names):
-            raise RuntimeUnavailable("two inputs share a graph name")
+        self._inputs = tuple(zip(signature.input_names, endpoints.inputs, endpoints.input_quantization,
+                                 [(spec.shape[1:], np.dtype(q.dtype if q else spec.dtype))
+                                  for spec, q in zip(signature.inputs, endpoints.input_quantization)]))
+        self._outputs = tuple(zip(signature.output_names, endpoints.outputs, endpoints.output_quantization))
         for spec in signature.inputs:
             if any(dim is None for dim in spec.shape[1:]):
                 raise RuntimeUnavailable(f"input {spec.name!r} has a variable dimension besides the batch")
-        for rows in (1, bucket(len(next(iter(probe.values()))))):
+        probe_rows = len(next(iter(probe.values()))) if probe else 1
+        for rows in sorted({1, bucket(probe_rows)}):
             slot = self._create(rows)  # raises now, not at the first request
             problem = self._disagreement(slot)
             if problem:
@@ -116,7 +88,7 @@ class LiteModel:
         slot = self._slots[size] if size in self._slots else self._slot(size)
         if slot is None:
             return self._reference(inputs)
-        return _run(slot, inputs, rows)
+        return self._run(slot, inputs, rows)
 
     def _slot(self, rows: int) -> _Slot | None:
         """The checked interpreter for `rows` rows, created once (None when it disagrees)."""
@@ -131,9 +103,11 @@ class LiteModel:
 
     def _disagreement(self, slot: _Slot) -> str | None:
         """None when `slot` answers the probe (tiled to its size) like the reference, else how not."""
+        if self._reference is None or self._probe is None:
+            return None
         reps = -(-slot.rows // len(next(iter(self._probe.values()))))
         probe = {name: np.concatenate([array] * reps)[:slot.rows] for name, array in self._probe.items()}
-        expected, got = self._reference(probe), _run(slot, probe, slot.rows)
+        expected, got = self._reference(probe), self._run(slot, probe, slot.rows)
         for name, want in expected.items():
             have = got[name]
             if have.shape != want.shape:
@@ -146,27 +120,29 @@ class LiteModel:
         return None
 
     def _create(self, rows: int) -> _Slot:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter warns that LiteRT will replace it
-            interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads)
-        by_name = {detail["name"]: detail for detail in interpreter.get_input_details()}
-        inputs = []
-        for spec, graph_name in zip(self.signature.inputs, self._graph_input_names):
-            detail = by_name.get(graph_name)
-            if detail is None:
-                raise RuntimeUnavailable(f"input {spec.name!r} is missing from the converted model")
-            if np.dtype(detail["dtype"]) != np.dtype(spec.dtype):
-                raise RuntimeUnavailable(f"input {spec.name!r} became {np.dtype(detail['dtype'])} in TFLite")
-            interpreter.resize_tensor_input(detail["index"], [rows, *spec.shape[1:]], strict=True)
-            inputs.append((spec.name, detail["index"], tuple(spec.shape[1:]), np.dtype(spec.dtype)))
-        interpreter.allocate_tensors()
-        # The subgraph keeps the traced function's output order (the probe in runtime.py checks it).
-        output_indices = [detail["index"] for detail in interpreter.get_output_details()]
-        if len(output_indices) != len(self.signature.outputs):
-            raise RuntimeUnavailable(f"the converted model has {len(output_indices)} outputs, "
-                                  f"not {len(self.signature.outputs)}")
-        outputs = tuple(zip(self.signature.output_names, output_indices))
-        return _Slot(rows, interpreter, tuple(inputs), outputs, threading.Lock(), *interpreter_calls(interpreter))
+        try:
+            interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
+            for spec, index in zip(self.signature.inputs, self.endpoints.inputs):
+                interpreter.resize_tensor_input(index, [rows, *spec.shape[1:]])
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise RuntimeUnavailable(f"LiteRT cannot run it at {rows} rows: {str(exc).strip()[:200]}") from None
+        return _Slot(rows, interpreter, threading.Lock(), *interpreter_calls(interpreter))
+
+    def _run(self, slot: _Slot, inputs: Arrays, rows: int) -> Arrays:
+        """One interpreter call under the slot's lock; outputs are copies (cut to `rows` rows)."""
+        with slot.lock:
+            for name, index, quantization, (row_shape, dtype) in self._inputs:
+                array = inputs[name] if quantization is None else quantization.quantize(inputs[name])
+                slot.set_tensor(index, _padded(array, slot.rows, row_shape, dtype))
+            slot.invoke()
+            out = {name: slot.get_tensor(index) for name, index, _ in self._outputs}
+        for name, _, quantization in self._outputs:
+            if rows != slot.rows:
+                out[name] = out[name][:rows]
+            if quantization is not None:
+                out[name] = quantization.dequantize(out[name])
+        return out
 
 
 def interpreter_calls(interpreter: Any) -> tuple[Any, Any, Any]:
@@ -176,17 +152,6 @@ def interpreter_calls(interpreter: Any) -> tuple[Any, Any, Any]:
     if all(hasattr(wrapper, name) for name in ("SetTensor", "Invoke", "GetTensor")):
         return wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
     return interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
-
-
-def _run(slot: _Slot, inputs: Arrays, rows: int) -> Arrays:
-    """One interpreter call under the slot's lock; outputs are copies (cut to `rows` rows)."""
-    with slot.lock:
-        for name, index, row_shape, dtype in slot.inputs:
-            slot.set_tensor(index, _padded(inputs[name], slot.rows, row_shape, dtype))
-        slot.invoke()
-        if rows == slot.rows:
-            return {name: slot.get_tensor(index) for name, index in slot.outputs}
-        return {name: slot.get_tensor(index)[:rows] for name, index in slot.outputs}
 
 
 def _padded(array: np.ndarray, rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

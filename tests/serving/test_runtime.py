@@ -9,8 +9,9 @@ import pytest
 from app.errors import LoadError
 from app.serving.lifecycle import probe_inputs, warm_up
 from app.serving.loader import load_model_file
-from app.serving.runtime import CompiledModel, choose_runtime, flat_call
-from app.serving.tflite_runtime import LiteModel, bucket, convert, interpreter_calls
+from app.serving.runtime import CompiledModel, choose_runtime, convert, flat_call
+from app.serving.tflite_file import endpoints_by_name
+from app.serving.tflite_runtime import LiteModel, bucket, interpreter_calls
 from app.serving.types import BatchingSettings, ModelSource
 from tests import model_builders as mb
 
@@ -23,6 +24,12 @@ def compiled_model(path) -> CompiledModel:
 
 def probe_for(compiled: CompiledModel):
     return probe_inputs(warm_up(compiled, compiled.signature)[1])
+
+
+def lite_model(compiled: CompiledModel, reference, probe) -> LiteModel:
+    content = convert(compiled.concrete)
+    endpoints = endpoints_by_name(content, compiled.signature, compiled.graph_input_names)
+    return LiteModel(content, compiled.signature, endpoints, reference=reference, probe=probe)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +84,7 @@ def test_a_size_whose_answers_disagree_is_served_by_the_function(dense_compiled)
         out = dense_compiled(inputs)
         return {k: v + 1.0 for k, v in out.items()} if len(inputs["features"]) > 4 else out
 
-    lite = LiteModel(convert(dense_compiled.concrete), dense_compiled.signature, dense_compiled.graph_input_names,
-                     reference=reference, probe=probe_for(dense_compiled))
+    lite = lite_model(dense_compiled, reference, probe_for(dense_compiled))
     x = np.ones((6, 4), np.float32)
     np.testing.assert_allclose(lite({"features": x})["probs"], reference({"features": x})["probs"])
     assert 8 not in lite.sizes and lite.sizes == [1, 4]
@@ -128,25 +134,23 @@ def test_without_the_flat_call_the_public_call_answers_alike(tmp_path, monkeypat
     np.testing.assert_allclose(public({"features": x})["probs"], fast({"features": x})["probs"], rtol=1e-6)
 
 
-def test_tflite_still_has_the_private_interpreter_wrapper_the_tflite_runtime_calls(dense_compiled):
-    import tensorflow as tf
+def test_litert_still_has_the_private_interpreter_wrapper_the_tflite_runtime_calls(dense_compiled):
+    from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = tf.lite.Interpreter(model_content=convert(dense_compiled.concrete))
+    interpreter = Interpreter(model_content=convert(dense_compiled.concrete))
     public = (interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor)
     assert interpreter_calls(interpreter) != public, (
-        "tf.lite.Interpreter._interpreter (SetTensor/Invoke/GetTensor) is gone: every TFLite call now takes the "
-        "public methods; find their replacement in tflite_runtime.interpreter_calls")
+        "ai_edge_litert's Interpreter._interpreter (SetTensor/Invoke/GetTensor) is gone: every TFLite call now "
+        "takes the public methods; find their replacement in tflite_runtime.interpreter_calls")
 
 
 def test_without_the_interpreter_wrapper_the_public_methods_answer_alike(dense_compiled, monkeypatch):
     from app.serving import tflite_runtime
 
     probe = probe_for(dense_compiled)
-    fast = LiteModel(convert(dense_compiled.concrete), dense_compiled.signature, dense_compiled.graph_input_names,
-                     reference=dense_compiled, probe=probe)
+    fast = lite_model(dense_compiled, dense_compiled, probe)
     assert interpreter_calls(types.SimpleNamespace(set_tensor=1, invoke=2, get_tensor=3)) == (1, 2, 3)
     monkeypatch.setattr(tflite_runtime, "interpreter_calls", lambda i: (i.set_tensor, i.invoke, i.get_tensor))
-    public = LiteModel(convert(dense_compiled.concrete), dense_compiled.signature, dense_compiled.graph_input_names,
-                       reference=dense_compiled, probe=probe)
+    public = lite_model(dense_compiled, dense_compiled, probe)
     x = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_array_equal(public({"features": x})["probs"], fast({"features": x})["probs"])
