@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from app.optimize.command import optimize
 from app.serving.types import BatchingSettings, ModelSource
 
 CHECK_BATCHING = BatchingSettings(max_batch_size=1, max_batch_delay_ms=0, max_queue_rows=1, request_timeout=1)
@@ -89,6 +90,8 @@ def check(paths: tuple[Path, ...], custom_objects: Path | None, unsafe: bool) ->
     if failed:
         raise SystemExit(1)
 
+
+models_cli.add_command(optimize)  # `optimize SRC --out DST.tflite`: app/optimize/, docs/optimize.md
 
 if __name__ == "__main__":
     models_cli(prog_name="python -m app.cli")  # pylint: disable=no-value-for-parameter

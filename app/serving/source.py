@@ -1,9 +1,9 @@
 """The source: scan the model folder and decide which versions should be served.
 
 Layout (names match `[A-Za-z0-9_.-]+`):
-- `NAME.h5` or `NAME.keras`: version 1 of NAME; settings in `NAME.serving.json`,
+- `NAME.h5`, `NAME.keras` or `NAME.tflite`: version 1 of NAME; settings in `NAME.serving.json`,
   custom code in `NAME.custom_objects.py`.
-- `NAME/VERSION/<one .h5 or .keras file>`, VERSION a positive integer; settings in
+- `NAME/VERSION/<one .h5, .keras or .tflite file>`, VERSION a positive integer; settings in
   `NAME/serving.json`, custom code in `NAME/custom_objects.py`.
 All versions found are aspired. Layout problems become versions with `problem` set,
 which the registry reports as FAILED instead of refusing to start.
@@ -20,7 +20,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = (".h5", ".keras", ".hdf5")
+MODEL_SUFFIXES = (".h5", ".keras", ".hdf5", ".tflite")  # .tflite runs on LiteRT, without TensorFlow
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
 
@@ -72,7 +72,8 @@ def _folder_sources(folder: Path, settings: Settings) -> list[ModelSource]:
         if len(files) == 1:
             found.append(_source(name, version, files[0], settings, settings_path, custom))
         elif not files:
-            found.append(_failed(name, version, settings, f"{name}/{child.name}/ holds no .h5 or .keras file"))
+            found.append(_failed(name, version, settings,
+                                 f"{name}/{child.name}/ holds no .h5 or .keras file, nor a .tflite one"))
         else:
             listed = ", ".join(p.name for p in files)
             found.append(_failed(name, version, settings,
