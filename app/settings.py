@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "TensorFlow (and TFLite) intra-op threads per worker (0 lets TensorFlow choose)."))
     tf_inter_op_threads: NonNegativeInt = Field(1, description=(
         "TensorFlow inter-op threads per worker (0 lets TensorFlow choose)."))
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = Field(8001, description=(
+        "gRPC port (V2 GRPCInferenceService, TF Serving's services, health), shared by the workers; 0: no gRPC."))
+    grpc_max_connection_age: NonNegativeFloat = Field(60.0, description=(
+        "Seconds before a gRPC connection is asked to reconnect, so load rebalances between workers (0: never)."))
+    grpc_threads: PositiveInt = Field(8, description="Threads per worker serving gRPC calls.")
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _stripped(str.upper)] = Field(
         "INFO", description="Log level of the `app` loggers.")
 
