@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,17 @@ from app.optimize.pipeline import run
 from tests.support import ROOT, children, running_server
 
 MAX_WORKER_RSS_MB = 150   # issue 18's bar for the demo model
+# The module each package left out of the Dockerfile's litert target provides.
+MODULE_OF = {"tensorflow_cpu": "tensorflow", "google-pasta": "pasta", "libclang": "clang",
+             "markdown-it-py": "markdown_it", "Pygments": "pygments"}
+BLOCKER = """import sys
+BLOCKED = set({blocked!r})
+class LeftOut:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(name + " is not in the litert image")
+sys.meta_path.insert(0, LeftOut())
+"""
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 
@@ -112,3 +124,15 @@ def test_a_tflite_version_loads_in_well_under_a_second(server):
         described = requests.get(f"{server}/models/{model}", timeout=10).json()["versions"][0]
         assert described["state"] == "AVAILABLE"
         assert described["load_seconds"] < 1.0, described["load_seconds"]
+
+
+def test_the_slim_image_s_packages_serve_a_tflite_only_folder(tflite_folder, tmp_path):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    left_out = re.search(r"grep -v -i -E '\^\(#\|\(([^)]+)\)==\)'", dockerfile).group(1).split("|")
+    assert {"tensorflow_cpu", "keras", "tf_keras", "h5py"} <= set(left_out)
+    blocked = sorted(MODULE_OF.get(name, name.replace("-", "_").lower()) for name in left_out)
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(blocked=blocked))
+    with running_server(tflite_folder, {"WEB_CONCURRENCY": "1", "PYTHONPATH": str(tmp_path)}) as base:
+        assert set(answers(base, "iris_int8")) == {"native", "tfserving", "v2"}
+        log = base.log_path.read_text()
+    assert "is not in the litert image" not in log
