@@ -28,6 +28,7 @@ lint: $(BIN)/.dev
 
 bench: $(BIN)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.optimize
 
 train-demo: $(BIN)/.runtime
 	$(BIN)/python scripts/train_iris.py
