@@ -78,6 +78,7 @@ class TfliteFile:
     signature: Signature
     endpoints: Endpoints
     signature_key: str | None
+    model: None = None  # no Keras model: what reads a LoadedModel's `model` finds nothing
     file_format: str = "tflite"
     loaded_by: str = "litert"
     keras_version: str | None = None
