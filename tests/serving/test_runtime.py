@@ -154,3 +154,38 @@ def test_without_the_interpreter_wrapper_the_public_methods_answer_alike(dense_c
     public = lite_model(dense_compiled, dense_compiled, probe)
     x = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_array_equal(public({"features": x})["probs"], fast({"features": x})["probs"])
+
+
+def test_a_tflite_file_without_a_signature_def_is_named_by_its_tensors(dense_compiled, tmp_path):
+    from app.serving.tflite_file import read_tflite
+
+    path = tmp_path / "plain.tflite"
+    path.write_bytes(convert(dense_compiled.concrete))  # from a concrete function: no SignatureDef
+    read = read_tflite(path)
+    assert read.signature_key is None
+    assert [(s.name, s.dtype, s.shape) for s in read.signature.inputs] == [("features", "float32", (None, 4))]
+    lite = LiteModel(read.content, read.signature, read.endpoints)
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    (output,) = read.signature.output_names
+    np.testing.assert_allclose(lite({"features": x})[output], dense_compiled({"features": x})["probs"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_file_that_is_not_tflite_fails_with_a_one_line_reason(tmp_path):
+    from app.serving.lifecycle import prepare
+
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(LoadError, match="cannot read broken.tflite as a TFLite model") as caught:
+        prepare(ModelSource(name="m", version=1, path=path, batching=BATCHING), (1, 1))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_tf_runtime_setting_cannot_serve_a_tflite_file(dense_compiled, tmp_path):
+    from app.serving.lifecycle import prepare
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(convert(dense_compiled.concrete))
+    with pytest.raises(LoadError, match="runs on LiteRT only"):
+        prepare(ModelSource(name="m", version=1, path=path, batching=BATCHING, runtime="tf"), (1, 1))
+    assert prepare(ModelSource(name="m", version=1, path=path, batching=BATCHING), (1, 1)).forward.kind == "tflite"
