@@ -58,6 +58,11 @@ def check_file(source: ModelSource) -> tuple[bool, list[str]]:
     saved = f"Keras {loaded.keras_version or '?'}" + (f" ({loaded.backend})" if loaded.backend else "")
     lines = [f"{source.path}: OK via {loaded.loaded_by}; {loaded.file_format} saved by {saved}; "
              f"load {ready.load_seconds:.2f}s, warm-up {ready.warmup_seconds:.3f}s"]
+    if getattr(loaded, "model", None) is not None:  # a .tflite file has no Keras model
+        from app.serving.legacy.lambda_layer import translated_lambdas
+
+        lines += [f"  lambda {item['layer']}: translated as {item['expression']} (its bytecode was read, not run)"
+                  for item in translated_lambdas(loaded.model)]
     lines.append(f"  runtime {ready.forward.kind}" + (f" (TFLite not used: {not_tflite})" if not_tflite else ""))
     lines += [f"  input  {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.inputs]
     lines += [f"  output {spec.name}: {spec.dtype} {_shape(spec.shape)}" for spec in loaded.signature.outputs]

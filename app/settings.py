@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     grpc_max_connection_age: NonNegativeFloat = Field(60.0, description=(
         "Seconds before a gRPC connection is asked to reconnect, so load rebalances between workers (0: never)."))
     grpc_threads: PositiveInt = Field(8, description="Threads per worker serving gRPC calls.")
+    translate_lambda: bool = Field(True, description=(
+        "When true, a Lambda layer whose stored bytecode fits the translator's grammar is served as an "
+        "expression (the bytecode is read, never run); false leaves every Lambda to safe mode."))
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _stripped(str.upper)] = Field(
         "INFO", description="Log level of the `app` loggers.")
 

@@ -106,6 +106,7 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
         "loaded_by": loaded.loaded_by,
         "keras_version": loaded.keras_version,
         "backend": loaded.backend,
+        "translated_lambdas": [] if isinstance(loaded, TfliteFile) else _translated_lambdas(loaded.model),
         "load_seconds": round(time.perf_counter() - started, 3),
         "warmup_seconds": round(ready.warmup_seconds, 3),
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -166,6 +167,13 @@ def call_costs(forward: ForwardPass, sample: Arrays) -> tuple[float, float]:
             timings.append(time.perf_counter() - began)
         costs.append(statistics.median(timings) * 1e6)
     return costs[0], costs[1]
+
+
+def _translated_lambdas(model: object) -> list[dict[str, str]]:
+    """The Lambda layers the loader translated (imports Keras: never called for a .tflite version)."""
+    from app.serving.legacy.lambda_layer import translated_lambdas
+
+    return translated_lambdas(model)
 
 
 def _fail(servable: ServableVersion, reason: str) -> None:

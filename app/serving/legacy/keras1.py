@@ -24,7 +24,9 @@ def keras1_names(model_config: Config) -> bool:
     changed = False
     for node, config in layer_configs(model_config):
         legacy = node["class_name"] in KERAS1_CLASSES or any(
-            key in config for key in ("nb_row", "output_dim", "border_mode", "nb_filter", "init"))
+            key in config for key in ("nb_row", "output_dim", "border_mode", "nb_filter", "init")) or (
+            node["class_name"] in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+            and "p" in config)
         if not legacy:
             continue
         node["class_name"] = KERAS1_CLASSES.get(node["class_name"], node["class_name"])

@@ -10,6 +10,8 @@ from typing import Any
 
 from app.errors import UntranslatableConfig
 from app.serving.legacy.keras1 import keras1_names
+from app.serving.legacy.lambda_translate import lambda_bytecode
+from app.serving.legacy.merge import keras1_merge
 from app.serving.legacy.walk import Config, iter_layers, layer_configs
 
 WRAPPERS = ("TimeDistributed", "Bidirectional")
@@ -166,6 +168,8 @@ RULES: tuple[tuple[str, Callable[[Config], bool]], ...] = (
     ("sequential_layer_list", sequential_layer_list),
     ("keras1_names", keras1_names),
     ("first_layer_batch_input_shape", first_layer_batch_input_shape),
+    ("keras1_merge", keras1_merge),
+    ("lambda_bytecode", lambda_bytecode),
     ("wrapper_nested_config", wrapper_nested_config),
     ("nested_model_single_io", nested_model_single_io),
     ("initializer_dtype", initializer_dtype),
