@@ -69,7 +69,7 @@ def fields(document: Object) -> dict[str, Any]:
         repeated = sorted({key for key in keys if keys.count(key) > 1})
         raise errors.InvalidRequest(f"key(s) {', '.join(map(repr, repeated))} given more than once",
                                     {"repeated": repeated})
-    return {key: document[key] for key in keys}
+    return {key: document[key] if "\x00" not in key else document.as_dict()[key] for key in keys}  # NUL: C keys
 
 
 def plain(value: Any) -> Any:
@@ -104,7 +104,7 @@ def tensors(body: bytes, document: Object, paths: dict[str, Path]) -> dict[str, 
 
 def _at(node: Any, path: Path) -> Any:
     for step in path:
-        node = node[step]
+        node = node.as_dict()[step] if isinstance(step, str) and "\x00" in step else node[step]
     return node
 
 
@@ -124,7 +124,8 @@ def _brackets(node: Any, path: Path, shapes: dict[Path, tuple[int, ...]]) -> int
     if isinstance(node, Array):
         return 1 + sum(_brackets(child, (*path, index), shapes) for index, child in enumerate(node))
     if isinstance(node, Object):
-        return sum(key.count("[") + _brackets(node[key], (*path, key), shapes) for key in node.keys())  # noqa: SIM118 - a simdjson Object
+        return sum(key.count("[") + _brackets(None if "\x00" in key else node[key], (*path, key), shapes)
+                   for key in node.keys())  # noqa: SIM118 - a simdjson Object
     return node.count("[") if isinstance(node, str) else 0
 
 
