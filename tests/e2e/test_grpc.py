@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.model_builders import dense, reference
-from tests.support import free_port, running_server
+from tests.support import children, free_port, running_server
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 grpc = pytest.importorskip("grpc")
@@ -145,6 +145,25 @@ def test_every_model_kind_matches_keras(triton, model_repo, typed):
             np.testing.assert_allclose(got, np.asarray(value), atol=1e-5, err_msg=f"{model} {name}")
 
 
+NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
+CONTENTS.update({"INT8": "int_contents", "INT16": "int_contents", "UINT8": "uint_contents",
+                 "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents"})
+
+
+@pytest.mark.parametrize("datatype", NUMERIC)
+def test_every_numeric_datatype_decodes_raw_and_typed(triton, model_repo, datatype):
+    """Small integers in every datatype reach the float32 model as the same numbers (FP16 travels raw only)."""
+    from tritonclient.utils import triton_to_np_dtype
+
+    values = np.arange(8).reshape(2, 4).astype(triton_to_np_dtype(datatype))
+    expected = reference(model_repo / "dense.keras", values.astype(np.float32))
+    np.testing.assert_allclose(triton.infer("dense", raw_inputs({"features": values})).as_numpy("probs"),
+                               expected, atol=1e-5)
+    if datatype != "FP16":
+        result = triton.infer("dense", typed_inputs({"features": values}))
+        np.testing.assert_allclose(result.as_numpy("probs"), expected, atol=1e-5)
+
+
 def test_int64_inputs_are_converted_for_an_int32_model(triton, model_repo):
     ids = np.random.default_rng(2).integers(0, 20, (2, 10))
     result = triton.infer("tokens", raw_inputs({"tokens": ids}))
@@ -221,6 +240,15 @@ def test_tf_serving_stubs_predict_metadata_and_status(served, model_repo):
         typed.inputs["features"].float_val.extend(x.ravel().tolist())
         np.testing.assert_allclose(tf.make_ndarray(stub.Predict(typed, timeout=30).outputs["probs"]),
                                    reference(model_repo / "dense.keras", x), atol=1e-5)
+        for dtype in (np.float16, np.float64, np.int8, np.uint8, np.int32, np.int64):  # typed fields, then content
+            small = np.arange(8).reshape(2, 4).astype(dtype)
+            for proto in (tf.make_tensor_proto(small), _typed_proto(tf, small)):
+                cast = predict_pb2.PredictRequest()
+                cast.model_spec.name = "dense"
+                cast.inputs["features"].CopyFrom(proto)
+                np.testing.assert_allclose(tf.make_ndarray(stub.Predict(cast, timeout=30).outputs["probs"]),
+                                           reference(model_repo / "dense.keras", small.astype(np.float32)),
+                                           atol=1e-5, err_msg=str(dtype))
         request.model_spec.version_label = "stable"
         with pytest.raises(grpc.RpcError) as caught:
             stub.Predict(request, timeout=30)
@@ -243,6 +271,18 @@ def test_tf_serving_stubs_predict_metadata_and_status(served, model_repo):
         status_request.model_spec.name = "corrupt"
         failed = status_stub.GetModelStatus(status_request, timeout=30).model_version_status[0]
         assert failed.state == 50 and failed.status.error_code == 2 and failed.status.error_message  # END, UNKNOWN
+
+
+def _typed_proto(tf, array: np.ndarray):
+    """A TensorProto of `array` in its typed value field (half_val holds float16 bit patterns)."""
+    proto = tf.make_tensor_proto(array)
+    proto.tensor_content = b""
+    if array.dtype == np.float16:
+        proto.half_val.extend(array.view(np.uint16).ravel().tolist())
+    else:
+        field = {"f": "double_val", "i": "int64_val" if array.dtype == np.int64 else "int_val", "u": "int_val"}
+        getattr(proto, field[array.dtype.kind]).extend(array.ravel().tolist())
+    return proto
 
 
 def test_reflection_lists_the_services(served):
@@ -294,3 +334,62 @@ def test_a_call_without_the_token_is_unauthenticated_where_tokens_are_required(t
         result = client.infer("dense", raw_inputs({"features": x}), headers={"authorization": "Bearer grpc-token"})
         assert result.as_numpy("probs").shape == (1, 3)
         client.close()
+
+
+def server_connections(master: int, port: int) -> dict[int, set[int]]:
+    """Each worker's established connections on the gRPC port, as the clients' port numbers."""
+    by_inode = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                by_inode[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    found: dict[int, set[int]] = {}
+    for pid in children(master):
+        found[pid] = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in by_inode:
+                found[pid].add(by_inode[target[8:-1]])
+    return found
+
+
+def test_two_workers_share_the_port_and_old_connections_are_replaced(tmp_path):
+    """SO_REUSEPORT spreads 32 connections over both workers; past SERVING_GRPC_MAX_CONNECTION_AGE a busy
+    channel moves to a new connection without a failed call."""
+    dense(tmp_path / "models" / "dense.keras")
+    port = free_port()
+    env = {"WEB_CONCURRENCY": "2", "SERVING_GRPC_PORT": str(port), "SERVING_GRPC_MAX_CONNECTION_AGE": "1"}
+    with running_server(tmp_path / "models", env) as base:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while len(children(base.pid)) < 2 or health_status(address) != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, "gRPC not SERVING"
+            time.sleep(0.2)
+        time.sleep(2)  # the second worker's models settle too
+        options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
+        channels = [grpc.insecure_channel(address, options=options) for _ in range(32)]
+        for channel in channels:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        time.sleep(0.5)  # accepted by now
+        spread = {pid: len(ports) for pid, ports in server_connections(base.pid, port).items()}
+        for channel in channels:
+            channel.close()
+        assert len(spread) == 2 and all(spread.values()), spread  # all 32 on one worker: 2 ** -31
+
+        client = grpcclient.InferenceServerClient(url=address)
+        x = np.ones((1, 4), dtype=np.float32)
+        client.infer("dense", raw_inputs({"features": x}))
+        first = set().union(*server_connections(base.pid, port).values())
+        seen, calls = set(first), 0
+        deadline = time.monotonic() + 20
+        while seen <= first and time.monotonic() < deadline:
+            client.infer("dense", raw_inputs({"features": x}))  # raises if a call fails
+            calls += 1
+            seen |= set().union(*server_connections(base.pid, port).values())
+            time.sleep(0.05)
+        client.close()
+        assert seen - first, f"no new connection after {calls} calls over 20 s with a 1 s connection age"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -22,7 +22,6 @@ STATUS_CODES: dict[int, grpc.StatusCode] = {
     504: grpc.StatusCode.DEADLINE_EXCEEDED, 500: grpc.StatusCode.INTERNAL,
 }
 
-Request = TypeVar("Request")
 Method = Callable[[Any, Any, grpc.ServicerContext], Any]
 
 
