@@ -67,6 +67,7 @@ def _operation(rule: str, method: str) -> dict[str, Any]:
     responses = dict(entry.pop("responses"))
     statuses = set(entry.pop("errors", ()))
     management = entry.pop("management", False)
+    token_rule = entry.pop("token_rule", "SERVING_REQUIRE_TOKEN=true")
     if path not in PUBLIC_PATHS:
         statuses.add(401)
         entry["security"] = [{"bearer": []}] if management else [{}, {"bearer": []}]
@@ -74,7 +75,7 @@ def _operation(rule: str, method: str) -> dict[str, Any]:
         statuses.add(403)
     statuses.add(500)
     for status in sorted(statuses):
-        responses.setdefault(str(status), _error_response(status, style, management))
+        responses.setdefault(str(status), _error_response(status, style, None if management else token_rule))
     entry["responses"] = responses
     names = re.findall(r"{(\w+)}", path)
     if names:
@@ -84,11 +85,11 @@ def _operation(rule: str, method: str) -> dict[str, Any]:
     return entry
 
 
-def _error_response(status: int, style: str, management: bool) -> dict[str, Any]:
-    """An error answer in the surface's shape, with the headers that status carries."""
+def _error_response(status: int, style: str, token_rule: str | None) -> dict[str, Any]:
+    """An error answer in the surface's shape, with the headers that status carries (401: when `token_rule` holds)."""
     text = STATUS_TEXT[status]
-    if status == 401:
-        text = text if management else f"{text} (with SERVING_REQUIRE_TOKEN=true)"
+    if status == 401 and token_rule:
+        text = f"{text} (with {token_rule})"
     response: dict[str, Any] = {"description": text,
                                 "content": {"application/json": {"schema": ERROR_SCHEMAS[style]}}}
     if status == 429:

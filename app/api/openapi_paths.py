@@ -83,6 +83,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                "responses": {"200": _json(native.Readiness),
                                              "503": _json(native.Readiness, "not ready: what is missing")}},
     ("/metrics", "GET"): {"summary": "Prometheus metrics of the instance",
+                          "token_rule": "SERVING_METRICS_TOKEN_REQUIRED=true",
                           "responses": {"200": {"description": "the text exposition format",
                                                 "content": {"text/plain": {"schema": {"type": "string"}}}}}},
     ("/openapi.json", "GET"): {"summary": "This document",
