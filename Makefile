@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: serve test lint bench train-demo clean
+.PHONY: serve test lint bench train-demo clean image image-test
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: $(BIN)/.dev
 bench: $(BIN)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.optimize
+
+# The container image, with podman (no Docker engine needed); not part of `make test` (minutes, TensorFlow
+# download). Where python:3.11-slim cannot be pulled it is built on a debootstrap stand-in (it says so).
+image:
+	scripts/build_image.sh
+
+image-test:
+	python3 scripts/image_test.py $(IMAGE)
 
 train-demo: $(BIN)/.runtime
 	$(BIN)/python scripts/train_iris.py
