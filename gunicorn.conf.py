@@ -7,7 +7,7 @@ the hooks live in app/gunicorn/, the variables read here in app/settings.py
 """
 import os
 
-from app.gunicorn.hooks import post_worker_init, worker_exit  # noqa: F401 - gunicorn reads hooks by name
+from app.gunicorn.hooks import on_starting, post_worker_init, when_ready, worker_exit  # noqa: F401 - read by name
 from app.settings import load_gunicorn_settings
 
 _settings = load_gunicorn_settings()

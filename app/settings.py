@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         "before it gets 504 `deadline_exceeded` (0 disables)."))
     loading_wait: NonNegativeFloat = Field(30.0, description=(
         "Seconds a request for a version that is still LOADING waits for it before 503."))
+    drain_seconds: NonNegativeFloat = Field(0.0, description=(
+        "On SIGTERM, seconds to keep serving (with `Connection: close`) while readiness already answers 503."))
+    keepalive_requests: PositiveInt = Field(1000, description=(
+        "Requests served on one kept-alive connection before it is closed (as nginx's keepalive_requests)."))
+    keepalive_seconds: NonNegativeFloat = Field(300.0, description=(
+        "Seconds after which a kept-alive connection is closed at its next answer (0: never)."))
     strict_readiness: bool = Field(True, description=(
         "When true, a FAILED model version keeps `/health/ready` at 503."))
     runtime: Annotated[Runtime, _stripped(str.lower)] = Field("auto", description=(

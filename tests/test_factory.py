@@ -33,11 +33,12 @@ def test_invalid_environment_stops_the_factory(monkeypatch, tmp_path):
         create_app({"MODEL_DIR": tmp_path})
 
 
-def test_empty_model_folder_is_ready_and_predict_names_no_model(tmp_path):
+def test_empty_model_folder_is_not_ready_saying_so_and_predict_names_no_model(tmp_path):
     app = create_app({"MODEL_DIR": tmp_path})
     app.extensions["registry"].wait_until_settled(10)
     client = app.test_client()
-    assert client.get("/health/ready").status_code == 200
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and "SERVING_MODEL_DIR holds no model" in ready.json["reason"]
     response = client.post("/predict", json={"model": "x", "instances": [[1]]})
     assert response.status_code == 404
     assert response.json["error"]["code"] == "model_not_found"

@@ -83,8 +83,7 @@ def health() -> Response:
 
 @bp.get("/health/ready")
 def ready() -> Response:
-    """Readiness: 200 when every model version is AVAILABLE, else 503 naming what is not."""
-    is_ready, blocking = dataplane().registry.readiness()
-    if is_ready:
-        return json_response({"status": "ready"})
-    return json_response({"status": "not_ready", "not_ready": blocking}, status=503)
+    """Readiness of the instance: 200 when every worker has every version AVAILABLE, else 503 naming what is not."""
+    answer = dataplane().registry.instance_readiness()
+    return json_response({"status": "ready" if answer.ready else "not_ready", **answer.details()},
+                         status=200 if answer.ready else 503)

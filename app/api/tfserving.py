@@ -67,7 +67,9 @@ def model_status(name: str, version: int | None = None) -> Response:
     """GetModelStatus: every version's state (or one version's), with error_code/error_message."""
     registry = dataplane().registry
     versions = registry.model_versions(name) if version is None else [registry.get(name, version)]
-    return json_response({"model_version_status": [version_status(v) for v in versions]})
+    held = registry.instance_states()  # a version is AVAILABLE only once it is in every worker
+    return json_response({"model_version_status": [version_status(v, held.get((name, v.version)))
+                                                    for v in versions]})
 
 
 @bp.get("/v1/models/<name>/metadata")
@@ -88,10 +90,10 @@ def predict(name: str, version: int | None = None) -> Response:
     return encode(decoded, dataplane().infer(decoded))
 
 
-def version_status(servable: ServableVersion) -> dict[str, Any]:
-    """One ModelVersionStatus: version as a string, state, and status error_code/error_message."""
+def version_status(servable: ServableVersion, held: ModelState | None = None) -> dict[str, Any]:
+    """One ModelVersionStatus: version as a string, state (`held` when another worker holds it back), status."""
     failed = servable.state is ModelState.FAILED
-    return {"version": str(servable.version), "state": STATES[servable.state],
+    return {"version": str(servable.version), "state": STATES[held or servable.state],
             "status": {"error_code": "UNKNOWN" if failed else "OK",
                        "error_message": (servable.error or "") if failed else ""}}
 

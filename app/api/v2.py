@@ -10,7 +10,6 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from app import errors
 from app.api import json_body, v2_codec
 from app.api.body import read_body
 from app.api.context import dataplane, settings
@@ -45,21 +44,20 @@ def server_live() -> Response:
 
 @bp.get("/v2/health/ready")
 def server_ready() -> Response:
-    """Readiness: 200 when every model version is ready (FAILED ones count unless strict is off), else 400."""
-    ready, blocking = dataplane().registry.readiness()
-    return json_response({"ready": ready, **({} if ready else {"not_ready": blocking})},
-                         status=200 if ready else NOT_READY)
+    """Readiness of the instance: 200 when every worker has every version ready (as /health/ready), else 400."""
+    answer = dataplane().registry.instance_readiness()
+    return json_response({"ready": answer.ready, **answer.details()}, status=200 if answer.ready else NOT_READY)
 
 
 @bp.get("/v2/models/<name>/ready")
 @bp.get("/v2/models/<name>/versions/<int:version>/ready")
 def model_ready(name: str, version: int | None = None) -> Response:
-    """200 when the model (version) can infer, 400 when it cannot, 404 when unknown."""
-    try:
-        servable = dataplane().resolve(name, version)
-    except errors.ModelNotAvailable as exc:
-        return json_response({"name": name, "ready": False, "error": exc.message}, status=NOT_READY)
-    return json_response({"name": name, "version": str(servable.version), "ready": True})
+    """200 when the model (version) is AVAILABLE in every worker, 400 when not (naming why), 404 when unknown."""
+    served, held = dataplane().registry.model_readiness(name, version)
+    if held:
+        return json_response({"name": name, "version": str(served), "ready": False, "not_ready": held,
+                              "error": f"model {name!r} version {served} is {held[0]['state']}"}, status=NOT_READY)
+    return json_response({"name": name, "version": str(served), "ready": True})
 
 
 @bp.get("/v2/models/<name>")

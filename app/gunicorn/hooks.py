@@ -3,16 +3,47 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from typing import Any
 
+from app.errors import ConfigError
 from app.gunicorn.grpc_server import start_grpc, stop_grpc
+from app.gunicorn.worker import READINESS
+from app.serving.source import check_model_dir
+from app.settings import load_settings
+
+
+def on_starting(server: Any) -> None:
+    """(master) Refuse to start without a readable SERVING_MODEL_DIR: one clear line, exit 1."""
+    try:
+        check_model_dir(load_settings().model_dir)
+    except ConfigError as exc:
+        server.log.error("Error: %s", exc)
+        raise SystemExit(1) from None
+
+
+def when_ready(server: Any) -> None:
+    """(master) SIGTERM drains: readiness answers 503 at once, the workers serve SERVING_DRAIN_SECONDS
+    more (every answer closing its connection), then gunicorn's graceful stop closes the listener."""
+    drain_seconds = load_settings().drain_seconds
+    graceful_stop = server.handle_term
+
+    def drain_then_stop() -> None:
+        READINESS.set_draining()
+        server.log.info("SIGTERM: readiness answers 503; serving %.1f s more, then stopping", drain_seconds)
+        time.sleep(drain_seconds)
+        graceful_stop()
+
+    server.handle_term = drain_then_stop
 
 
 def post_worker_init(worker: Any) -> None:
-    """Hide TensorFlow's ~330k long-lived objects from the GC: a full collection took ~190 ms (the p99)."""
+    """Start loading the models; hide TensorFlow's ~330k long-lived objects from the GC (a full
+    collection took ~190 ms, the p99)."""
     gc.freeze()
     registry = _registry(worker)
-    if registry is not None:  # again once the models (loading in the background) are in memory
+    if registry is not None:  # start loading now (waiting 0 s starts it), and freeze again once loaded
+        registry.wait_until_settled(0)
         threading.Thread(target=lambda: (registry.wait_until_settled(), gc.freeze()), name="gc-freeze",
                          daemon=True).start()
     start_grpc(worker)  # after the fork, on the port the workers share (app/gunicorn/grpc_server.py)

@@ -15,9 +15,19 @@ worker waits a millisecond before accepting, which lets that one take the connec
 have taken nothing for `MAX_DEFER_S` (busy, or stuck), it stops deferring for `BUSY_PAUSE_S`: no
 connection waits more than that long for a worker that will not come, and a large burst is not
 accepted at one connection per wait.
+
+Readiness (`app.serving.readiness`): the worker publishes its models' states in a second shared table.
+A worker started after the instance has been ready (gunicorn replaced one) does not listen until its
+models have settled, so no request waits for its load. Keep-alive connections are closed after
+SERVING_KEEPALIVE_REQUESTS answers or SERVING_KEEPALIVE_SECONDS (`Connection: close`), and every answer
+closes its connection once the master has begun to drain, so clients move to a worker or an instance
+that stays. A stopping worker first accepts what the kernel already queued on the listener (those
+clients connected before the stop), then lets gunicorn finish its requests.
 """
 from __future__ import annotations
 
+import errno
+import os
 import time
 from datetime import datetime
 from typing import Any
@@ -25,11 +35,12 @@ from typing import Any
 from gunicorn import util
 from gunicorn.http import errors as http
 from gunicorn.http.wsgi import Response, default_environ
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from app.gunicorn.http_errors import error_answer
 from app.gunicorn.queue_wait import set_queue_wait
 from app.gunicorn.table import ConnectionTable
+from app.serving.readiness import InstanceReadiness, ReadinessTable
 
 DEFER_S = 0.001           # how long a worker over its share waits before it looks again
 MAX_DEFER_S = 0.005       # the longest a worker defers while the others take nothing
@@ -38,6 +49,7 @@ TOLERANCE = 1             # connections a worker may hold above the least loaded
 
 # Created at import, i.e. in the master (gunicorn imports the worker class there), inherited by every worker.
 TABLE = ConnectionTable()
+READINESS = ReadinessTable(TABLE.slots)
 
 
 def should_defer(own: int, others: list[int]) -> bool:
@@ -55,7 +67,31 @@ class QueueTimedThreadWorker(ThreadWorker):
         self._deferring_since: float | None = None  # this run of deferrals (the others took nothing)
         self._last_deferral = float("-inf")
         self._eager_until = float("-inf")  # the others were busy: accept without deferring until then
+        self._hold_accepts = READINESS.ready_once  # a replacement: listen once the models have settled
+        self._took_queued = False
+        self._keepalive_requests, self._keepalive_seconds = 1000, 0.0
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """gunicorn's, then attach the app's registry to the instance's readiness table."""
+        super().load_wsgi()
+        app = self.wsgi
+        registry = getattr(app, "extensions", {}).get("registry")
+        settings = getattr(app, "extensions", {}).get("settings")
+        if settings is not None:
+            self._keepalive_requests, self._keepalive_seconds = settings.keepalive_requests, settings.keepalive_seconds
+        if registry is None:
+            self._hold_accepts = False
+            return
+        if self._slot is not None:
+            registry.attach_instance(InstanceReadiness(READINESS, self._slot, os.getpid(), self.cfg.workers,
+                                                       lambda slot, pid: TABLE.holds(slot, pid, self.ppid)))
+        registry.when_settled(self._models_settled)
+
+    def _models_settled(self) -> None:
+        """(the loading thread) Listen from now on, waking the main loop."""
+        self._hold_accepts = False
+        self.method_queue.defer(lambda: None)
 
     def _publish(self) -> None:
         if self._slot is not None:
@@ -78,7 +114,37 @@ class QueueTimedThreadWorker(ThreadWorker):
         self._publish()
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled and time.monotonic() >= self._defer_until)
+        if not enabled and not self.alive and not self._hold_accepts and not self._took_queued:
+            self._took_queued = True
+            self._accept_queued()
+        super().set_accept_enabled(enabled and not self._hold_accepts and time.monotonic() >= self._defer_until)
+
+    def _accept_queued(self) -> None:
+        """Stopping: take every connection the kernel has already queued (each answer then closes it)."""
+        for listener in self.sockets:
+            listener.setblocking(False)
+            while self.nr_conns < self.worker_connections:
+                try:
+                    client, address = listener.accept()
+                except OSError as exc:
+                    if exc.errno == errno.ECONNABORTED:
+                        continue  # that client gave up; more may be queued
+                    if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINVAL):
+                        break
+                    raise
+                self.nr_conns += 1
+                client.setblocking(True)
+                self.enqueue_req(TConn(self.cfg, client, address, listener.getsockname()))
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        """gunicorn's, closing the connection once draining or after its share of requests or seconds."""
+        served = conn.serving_served = getattr(conn, "serving_served", 0) + 1
+        if served == 1:
+            conn.serving_opened_at = time.monotonic()
+        if (served >= self._keepalive_requests or READINESS.draining
+                or (self._keepalive_seconds and time.monotonic() - conn.serving_opened_at >= self._keepalive_seconds)):
+            req.must_close = True
+        return super().handle_request(req, conn)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         self._publish()  # connections closed since the last look

@@ -1,9 +1,10 @@
 """The manager: model name -> aspired versions -> servable version, with states and readiness.
 
 It is given its sources (the aspired versions) and its loader; it knows nothing of TensorFlow.
-Versions load in a background thread of each worker (after gunicorn's fork), started when the
-app first serves or something waits for them, so liveness answers at once, readiness turns
-green when loading settles, and an app built only to run a CLI command loads nothing.
+Versions load in a background thread of each worker, started by gunicorn's `post_worker_init` hook
+(or the first request), so liveness answers at once and a CLI command loads nothing. Under gunicorn
+the worker attaches an `InstanceReadiness` (`app.serving.readiness`): the registry publishes to it
+whenever a version settles, and readiness answers for every worker of the instance.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app import errors
+from app.serving.readiness import InstanceReadiness, Readiness, local_readiness
 from app.serving.servable import Loader, ServableVersion
 from app.serving.types import ModelSource, ModelState
 
@@ -35,6 +37,8 @@ class ModelRegistry:
         self._settled = threading.Event()
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
+        self.instance: InstanceReadiness | None = None
+        self._on_settled: list[Any] = []  # callables run once every version has settled
 
     # -- loading -------------------------------------------------------------
     def start_loading(self) -> None:
@@ -58,8 +62,31 @@ class ModelRegistry:
                     servable.state, servable.error = ModelState.FAILED, errors.reason_for(exc)
                 finally:
                     servable.settled.set()
+                    self.publish()
         finally:
             self._settled.set()
+            self.publish()
+            for callback in self._on_settled:
+                callback()
+
+    def when_settled(self, callback: Any) -> None:
+        """Run `callback` (in the loading thread) once every version has settled; at once if done."""
+        self._on_settled.append(callback)
+        if self._settled.is_set():
+            callback()
+
+    def attach_instance(self, instance: InstanceReadiness) -> None:
+        """Answer readiness for the instance from now on, and publish this worker's states to it."""
+        self.instance = instance
+        self.publish()
+
+    def publish(self) -> None:
+        """Tell the instance (if attached) this worker's states."""
+        if self.instance is not None:
+            self.instance.publish(self._settled.is_set(), self._states(), self.strict_readiness)
+
+    def _states(self) -> list[tuple[str, int, ModelState]]:
+        return [(servable.name, servable.version, servable.state) for servable in self.versions()]
 
     def wait_until_settled(self, timeout: float | None = None) -> bool:
         """Start loading if nothing has (whoever waits wants the models), then block until no version
@@ -134,8 +161,33 @@ class ModelRegistry:
         hopeful = [v for v in candidates if v.state in (ModelState.AVAILABLE, ModelState.LOADING)]
         return hopeful[-1] if hopeful else candidates[-1]
 
+    def instance_readiness(self) -> Readiness:
+        """Readiness of the whole instance (every worker) when attached, else of this process."""
+        states = self._states()
+        answer = (local_readiness(states, self.strict_readiness, self._settled.is_set()) if self.instance is None
+                  else self.instance.answer(states, self.strict_readiness))
+        reasons = {(s.name, s.version): s.error for s in self.versions() if s.error}
+        for entry in answer.not_ready:  # this worker's reason, where it has one
+            if reasons.get((entry["model"], entry["version"])):
+                entry["error"] = reasons[(entry["model"], entry["version"])]
+        return answer
+
+    def model_readiness(self, name: str, version: int | None) -> tuple[int, list[dict[str, Any]]]:
+        """(the version a request would get, what holds it back in any worker); 404 when unknown."""
+        servable = self.get(name, version) if version is not None else self._newest_candidate(name)
+        held = [entry for entry in self.instance_readiness().not_ready
+                if (entry["model"], entry["version"]) == (name, servable.version)]
+        if servable.state is not ModelState.AVAILABLE and not held:
+            held = [{"model": name, **servable.summary()}]
+        return servable.version, held
+
+    def instance_states(self) -> dict[tuple[str, int], ModelState]:
+        """(model, version) -> the state holding it back in some worker, for versions not ready everywhere."""
+        return {(entry["model"], entry["version"]): ModelState(entry["state"])
+                for entry in self.instance_readiness().not_ready}
+
     def readiness(self) -> tuple[bool, list[dict[str, Any]]]:
-        """(ready, versions holding readiness back)."""
+        """(ready, versions holding readiness back) of this process alone."""
         blocking = []
         for servable in self.versions():
             if servable.state is ModelState.AVAILABLE:

@@ -14,6 +14,7 @@ import logging
 import re
 from pathlib import Path
 
+from app.errors import ConfigError
 from app.serving.model_settings import ModelSettings, batching_settings, model_runtime, read_model_settings
 from app.serving.types import ModelSource
 from app.settings import Settings
@@ -25,8 +26,20 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
 
 
+def check_model_dir(model_dir: Path) -> None:
+    """ConfigError naming SERVING_MODEL_DIR unless it is a folder this process can list."""
+    if not model_dir.is_dir():
+        problem = "does not exist" if not model_dir.exists() else "is not a folder"
+        raise ConfigError(f"SERVING_MODEL_DIR={str(model_dir)!r} {problem}")
+    try:
+        next(model_dir.iterdir(), None)
+    except OSError as exc:
+        raise ConfigError(f"SERVING_MODEL_DIR={str(model_dir)!r} cannot be read: {exc.strerror}") from None
+
+
 def scan_source(model_dir: Path, settings: Settings) -> list[ModelSource]:
-    """Every aspired version under `model_dir`, sorted by name then version."""
+    """Every aspired version under `model_dir`, sorted by name then version (none when it is missing:
+    gunicorn's master refuses to start then, `check_model_dir`; readiness says no model is served)."""
     if not model_dir.is_dir():
         log.warning("model folder %s does not exist; serving no models", model_dir)
         return []
