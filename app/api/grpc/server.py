@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from app.api.dataplane import DataPlane
 from app.api.grpc import tfs_service, v2_service
+from app.api.grpc.pool import POOL
 from app.api.grpc.status import TokenGuard
 from app.settings import Settings
 
@@ -94,7 +95,8 @@ def start_server(dataplane: DataPlane, settings: Settings, host: str, token_rule
         handlers(tfs_service.MODEL_SERVICE, tfs_service.ModelServicer(dataplane, guard), tfs_service.MODEL_METHODS)))
     health_service = ReadinessHealth(dataplane)
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server,
+                                        pool=POOL)
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
     port = server.add_insecure_port(address)
     if not port:

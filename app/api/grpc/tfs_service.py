@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import wrappers_pb2
 
 from app import errors
 from app.api import tfserving
@@ -10,7 +9,6 @@ from app.api.dataplane import DataPlane, InferRequest, RequestedOutput
 from app.api.grpc import tf_tensors
 from app.api.grpc import tfserving_apis_pb2 as pb
 from app.api.grpc.status import TokenGuard, rpc
-from app.serving.servable import ServableVersion
 from app.serving.types import ModelState
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
@@ -31,10 +29,11 @@ def requested_version(spec: pb.ModelSpec) -> int | None:
     return spec.version.value if spec.HasField("version") else None
 
 
-def model_spec(servable: ServableVersion) -> pb.ModelSpec:
-    """The ModelSpec of the servable that answered."""
-    return pb.ModelSpec(name=servable.name, version=wrappers_pb2.Int64Value(value=servable.version),
-                        signature_name=tfserving.DEFAULT_SIGNATURE)
+def model_spec(name: str, version: int) -> pb.ModelSpec:
+    """The ModelSpec of the version that answered."""
+    spec = pb.ModelSpec(name=name, signature_name=tfserving.DEFAULT_SIGNATURE)
+    spec.version.value = version  # (the package's own Int64Value: its messages live in their own pool)
+    return spec
 
 
 def _check_signature(name: str) -> None:
@@ -61,10 +60,8 @@ class PredictionServicer:
         except errors.ServingError as exc:  # a bad tensor is an input error: after the model is known
             decoded = InferRequest(**envelope, input_error=exc)
         answer = self.dataplane.infer(decoded)
-        spec = pb.ModelSpec(name=answer.model, version=wrappers_pb2.Int64Value(value=answer.version),
-                            signature_name=tfserving.DEFAULT_SIGNATURE)
-        return pb.PredictResponse(model_spec=spec, outputs={name: tf_tensors.to_proto(array)
-                                                            for name, array in answer.outputs.items()})
+        outputs = {name: tf_tensors.to_proto(array) for name, array in answer.outputs.items()}
+        return pb.PredictResponse(model_spec=model_spec(answer.model, answer.version), outputs=outputs)
 
     @rpc(lambda request: f"/v1/models/{request.model_spec.name}/metadata")
     def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
@@ -81,7 +78,7 @@ class PredictionServicer:
             spec.name: pb.TensorInfo(name=f"StatefulPartitionedCall:{index}", dtype=tf_tensors.data_type(spec.dtype),
                                      tensor_shape=tf_tensors.shape_proto(spec.shape))
             for index, spec in enumerate(servable.signature.outputs)})
-        response = pb.GetModelMetadataResponse(model_spec=model_spec(servable))
+        response = pb.GetModelMetadataResponse(model_spec=model_spec(servable.name, servable.version))
         response.metadata["signature_def"].Pack(pb.SignatureDefMap(
             signature_def={tfserving.DEFAULT_SIGNATURE: signature}))
         return response
