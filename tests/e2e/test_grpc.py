@@ -336,6 +336,12 @@ def test_a_call_without_the_token_is_unauthenticated_where_tokens_are_required(t
         client.close()
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on `port` (one per worker that serves gRPC, with SO_REUSEPORT)."""
+    return sum(1 for table in ("/proc/net/tcp", "/proc/net/tcp6") for line in Path(table).read_text().splitlines()[1:]
+               if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == "0A")
+
+
 def server_connections(master: int, port: int) -> dict[int, set[int]]:
     """Each worker's established connections on the gRPC port, as the clients' port numbers."""
     by_inode = {}
@@ -365,17 +371,20 @@ def test_two_workers_share_the_port_and_old_connections_are_replaced(tmp_path):
     env = {"WEB_CONCURRENCY": "2", "SERVING_GRPC_PORT": str(port), "SERVING_GRPC_MAX_CONNECTION_AGE": "1"}
     with running_server(tmp_path / "models", env) as base:
         address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while len(children(base.pid)) < 2 or health_status(address) != health_pb2.HealthCheckResponse.SERVING:
-            assert time.monotonic() < deadline, "gRPC not SERVING"
+        deadline = time.monotonic() + 120
+        while listeners(port) < 2:  # each worker listens once its models have settled
+            assert time.monotonic() < deadline, f"{listeners(port)} gRPC listener(s) after 120 s"
             time.sleep(0.2)
-        time.sleep(2)  # the second worker's models settle too
         options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
         channels = [grpc.insecure_channel(address, options=options) for _ in range(32)]
         for channel in channels:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        time.sleep(0.5)  # accepted by now
-        spread = {pid: len(ports) for pid, ports in server_connections(base.pid, port).items()}
+        deadline = time.monotonic() + 10
+        while True:  # until every connection has been accepted by a worker (or 10 s)
+            spread = {pid: len(ports) for pid, ports in server_connections(base.pid, port).items()}
+            if sum(spread.values()) >= 32 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for channel in channels:
             channel.close()
         assert len(spread) == 2 and all(spread.values()), spread  # all 32 on one worker: 2 ** -31
