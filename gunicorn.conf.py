@@ -27,3 +27,6 @@ accesslog = "-" if _settings.access_log else None
 errorlog = "-"
 loglevel = _settings.log_level
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# TLS belongs at the load balancer; these serve HTTPS here for those who need it (docs/operations.md).
+certfile = str(_settings.certfile) if _settings.certfile else None
+keyfile = str(_settings.keyfile) if _settings.keyfile else None

@@ -13,6 +13,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app import errors
     from app.api import native, responses, tfserving, v2
     from app.api.admission import LoadShedder
+    from app.api.auth import RequireTokens
     from app.api.dataplane import DataPlane
     from app.api.request_ids import TagRequestIds
     from app.cli import models_cli
@@ -46,6 +47,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     shedder = LoadShedder(app.wsgi_app, app.url_map, settings, loading=lambda: not registry.wait_until_settled(0))
     app.extensions["load_shedder"] = shedder
-    app.wsgi_app = TagRequestIds(shedder)  # type: ignore[method-assign]
+    app.wsgi_app = TagRequestIds(RequireTokens(shedder, settings))  # type: ignore[method-assign]
     app.before_request(registry.start_loading)  # models load once the app serves: a CLI command loads none
     return app

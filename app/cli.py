@@ -2,8 +2,9 @@
 
 Each PATH is prepared exactly as the server's loader prepares a model version (`lifecycle.prepare`:
 load, compile, warm up, choose the runtime); the model folder is neither needed nor loaded. Settings and custom code
-next to the file are honoured like in the model folder: `NAME.serving.json` / `NAME.custom_objects.py`
-beside `NAME.h5`, or `serving.json` / `custom_objects.py` in `NAME/` for `NAME/VERSION/file`.
+next to the file are found like in the model folder: `NAME.serving.json` / `NAME.custom_objects.py`
+beside `NAME.h5`, or `serving.json` / `custom_objects.py` in `NAME/` for `NAME/VERSION/file`; custom code
+is imported only when named with `--custom-objects FILE` (the operator's opt-in).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def source_for(path: Path, custom_objects: Path | None = None, safe_mode: bool |
                        safe_mode=model.safe_mode if safe_mode is None else safe_mode,
                        runtime=model.runtime or "auto",
                        custom_objects_path=custom_objects or _beside(path, "custom_objects.py", "custom_objects.py"),
-                       config_path=settings)
+                       allow_custom_code=custom_objects is not None, config_path=settings)
 
 
 def check_file(source: ModelSource) -> tuple[bool, list[str]]:
@@ -76,7 +77,7 @@ def _shape(shape: tuple[int | None, ...]) -> str:
 @models_cli.command("check")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--custom-objects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="custom_objects.py to use (trusted code: it is imported and run).")
+              help="custom_objects.py to import and run (trusted code; without it none is imported).")
 @click.option("--unsafe", is_flag=True, help="Keras safe mode off: allow Lambda layers (trusted files only).")
 def check(paths: tuple[Path, ...], custom_objects: Path | None, unsafe: bool) -> None:
     """Will each PATH serve? Print the loading path, inputs, outputs and warm-up time, or the reason."""

@@ -51,6 +51,20 @@ class InvalidTensor(BadRequest):
     code = "invalid_tensor"
 
 
+class Unauthorized(ServingError):
+    """401: the route needs `Authorization: Bearer TOKEN` and none, or a wrong one, was sent."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class ManagementDisabled(ServingError):
+    """403: a management route while no token is configured (management is never open by default)."""
+
+    code = "management_disabled"
+    status = 403
+
+
 class NotFound(ServingError):
     code = "not_found"
     status = 404

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -85,6 +85,15 @@ class Settings(BaseSettings):
         "expression (the bytecode is read, never run); false leaves every Lambda to safe mode."))
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _stripped(str.upper)] = Field(
         "INFO", description="Log level of the `app` loggers.")
+    api_tokens: SecretStr | None = Field(None, description=(
+        "Bearer tokens, comma-separated, for `Authorization: Bearer TOKEN` (never logged)."))
+    api_tokens_file: Path | None = Field(None, description=(
+        "File of bearer tokens, one a line, re-read when it changes (rotation without a restart)."))
+    require_token: bool = Field(False, description=(
+        "When true, inference and metadata need a token too (health endpoints never do)."))
+    metrics_token_required: bool = Field(False, description="When true, `/metrics` needs a token.")
+    allow_custom_code: bool = Field(False, description=(
+        "When true, a model's `custom_objects.py` is imported and run; otherwise that version is FAILED."))
 
 
 class GunicornSettings(BaseSettings):
@@ -107,6 +116,10 @@ class GunicornSettings(BaseSettings):
         "When true, gunicorn writes an access log line per request to stdout."))
     log_level: Annotated[Literal["debug", "info", "warning", "error", "critical"], _stripped(str.lower)] = Field(
         "info", validation_alias="GUNICORN_LOG_LEVEL", description="Log level of gunicorn's own logger.")
+    certfile: FilePath | None = Field(None, validation_alias="GUNICORN_CERTFILE", description=(
+        "PEM certificate: gunicorn serves HTTPS itself (better: terminate TLS at the load balancer)."))
+    keyfile: FilePath | None = Field(None, validation_alias="GUNICORN_KEYFILE", description=(
+        "PEM private key of GUNICORN_CERTFILE (unless that file holds it too)."))
 
 
 SETTING_NAMES: frozenset[str] = frozenset(name.upper() for name in Settings.model_fields)

@@ -57,8 +57,11 @@ def test_settings_and_custom_code_next_to_the_file_are_honoured(tmp_path):
     assert invoke(str(lam)).exit_code == 0
     custom = mb.custom_layer_keras(tmp_path / "model" / "1" / "c.keras")
     assert "unknown layer class 'Scale'" in invoke(str(custom)).output
-    (tmp_path / "model" / "custom_objects.py").write_text(mb.CUSTOM_LAYER_CODE)
-    assert invoke(str(custom)).exit_code == 0
+    code = tmp_path / "model" / "custom_objects.py"
+    code.write_text(mb.CUSTOM_LAYER_CODE)
+    refused = invoke(str(custom))  # found beside the file, imported only when named
+    assert refused.exit_code == 1 and "--custom-objects FILE" in refused.output
+    assert invoke(str(custom), "--custom-objects", str(code)).exit_code == 0
 
 
 def test_registered_on_the_flask_app(runner, tmp_path):
@@ -82,7 +85,8 @@ def test_flask_check_neither_loads_the_model_folder_nor_prints_its_logs(tmp_path
     (models / "served" / "custom_objects.py").write_text(  # imported when the folder's model loads
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('loaded')\nCUSTOM_OBJECTS = {{}}\n")
     checked = mb.dense(tmp_path / "checked.keras")
-    env = {"SERVING_MODEL_DIR": str(models), "SERVING_LOG_LEVEL": "DEBUG", "PATH": "/usr/bin:/bin"}
+    env = {"SERVING_MODEL_DIR": str(models), "SERVING_LOG_LEVEL": "DEBUG", "SERVING_ALLOW_CUSTOM_CODE": "true",
+           "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "models", "check", str(checked)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

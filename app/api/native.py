@@ -66,13 +66,13 @@ def list_models() -> Response:
 def get_model(name: str) -> Response:
     """One model with every version's signature, source and statistics."""
     versions = dataplane().registry.model_versions(name)
-    return json_response({"name": name, "versions": [v.describe() for v in versions]})
+    return json_response({"name": name, "versions": [v.describe(settings().model_dir) for v in versions]})
 
 
 @bp.get("/models/<name>/versions/<int:version>")
 def get_model_version(name: str, version: int) -> Response:
     """One version of one model."""
-    return json_response({"name": name, **dataplane().registry.get(name, version).describe()})
+    return json_response({"name": name, **dataplane().registry.get(name, version).describe(settings().model_dir)})
 
 
 @bp.get("/health")

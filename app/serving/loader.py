@@ -7,7 +7,8 @@ reason a file cannot be served is an `app.errors.LoadError`. Strategy:
 3. Keras 3: a `.keras` zip natively; an HDF5 config after the named translation rules
    of `app.serving.legacy.rules` (none fire for files Keras 3 reads natively), then the stored weights;
 4. the `tf_keras` package (legacy Keras 2) as the fallback for HDF5 files Keras 3 cannot build.
-Custom code comes only from the operator's `custom_objects.py` (trusted code, imported when present).
+Custom code comes only from the operator's `custom_objects.py`, imported only by opt-in
+(SERVING_ALLOW_CUSTOM_CODE=true, or the check command's `--custom-objects FILE`).
 """
 from __future__ import annotations
 
@@ -52,12 +53,12 @@ def load_model_file(source: ModelSource) -> LoadedModel:
     """Load `source.path`; raise a LoadError with a one-line reason when it cannot be served."""
     path = source.path
     if path is None or not path.exists():
-        raise LoadError(f"model file {path} does not exist")
+        raise LoadError(f"model file {path.name if path else None} does not exist")
     try:
         stored = read_stored_model(path)
     except (OSError, ValueError) as exc:
         raise LoadError(f"cannot read {path.name}: {one_line(exc)}") from None
-    custom_objects = load_custom_objects(source.custom_objects_path)
+    custom_objects = load_custom_objects(source.custom_objects_path, source.allow_custom_code)
     check_config(stored.model_config, source.safe_mode, stored.keras_version)
     model, loaded_by = _load(path, stored, custom_objects, source.safe_mode)
     return LoadedModel(model=model, signature=describe_signature(model), file_format=stored.file_format,
@@ -87,10 +88,13 @@ def _load(path: Path, stored: StoredModel, custom_objects: dict[str, Any], safe_
     raise LoadError(_explain(errors))
 
 
-def load_custom_objects(module_path: Path | None) -> dict[str, Any]:
-    """`CUSTOM_OBJECTS` from the operator's custom_objects.py (trusted code: it is imported and run)."""
+def load_custom_objects(module_path: Path | None, allowed: bool) -> dict[str, Any]:
+    """`CUSTOM_OBJECTS` from the operator's custom_objects.py, imported and run only when `allowed` (the opt-in)."""
     if module_path is None or not module_path.is_file():
         return {}
+    if not allowed:
+        raise LoadError(f"{module_path.name} is custom code and is not imported: set SERVING_ALLOW_CUSTOM_CODE=true "
+                        "to run it (trusted code only; the check command: --custom-objects FILE)")
     digest = hashlib.sha1(str(module_path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(f"serving_custom_objects_{digest}", module_path)
     module = importlib.util.module_from_spec(spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from app.serving.batching import Batcher
@@ -42,12 +43,12 @@ class ServableVersion:
             out["error"] = self.error
         return out
 
-    def describe(self) -> dict[str, Any]:
-        """Everything known about this version, for `GET /models/NAME[/versions/V]`."""
+    def describe(self, model_dir: Path) -> dict[str, Any]:
+        """Everything known about this version, for `GET /models/NAME[/versions/V]`; paths relative to `model_dir`."""
         out = self.summary()
-        out["source"] = str(self.source.path) if self.source.path else None
-        out["settings_file"] = str(self.source.config_path) if self.source.config_path else None
-        out["custom_objects"] = str(self.source.custom_objects_path) if self.source.custom_objects_path else None
+        out["source"] = relative_path(self.source.path, model_dir)
+        out["settings_file"] = relative_path(self.source.config_path, model_dir)
+        out["custom_objects"] = relative_path(self.source.custom_objects_path, model_dir)
         out.update(self.metadata)
         if self.signature is not None:
             out["inputs"] = [spec.to_dict() for spec in self.signature.inputs]
@@ -56,6 +57,16 @@ class ServableVersion:
         if self.batcher is not None:
             out["stats"] = self.batcher.stats()
         return out
+
+
+def relative_path(path: Path | None, model_dir: Path) -> str | None:
+    """`path` relative to the model folder, in `/` form (only its name if it lies elsewhere): no server path leaks."""
+    if path is None:
+        return None
+    try:
+        return path.relative_to(model_dir).as_posix()
+    except ValueError:
+        return path.name
 
 
 # A loader brings one servable version from LOADING to AVAILABLE or FAILED; it never raises.

@@ -108,6 +108,7 @@ def _source(name: str, version: int, path: Path, settings: Settings,
         safe_mode=model.safe_mode,
         runtime=model_runtime(settings, model),
         custom_objects_path=custom if custom.is_file() else None,
+        allow_custom_code=settings.allow_custom_code,
         config_path=settings_path if settings_path.is_file() else None,
     )
 

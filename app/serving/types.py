@@ -87,5 +87,6 @@ class ModelSource:
     safe_mode: bool = True
     runtime: str = "auto"  # auto | tflite | tf (runtime.choose_runtime)
     custom_objects_path: Path | None = None
+    allow_custom_code: bool = False  # import custom_objects_path (SERVING_ALLOW_CUSTOM_CODE)
     config_path: Path | None = None
     problem: str | None = None  # set when the folder layout itself is wrong

@@ -60,12 +60,12 @@ def test_protocol_surfaces_shed_with_their_own_error_shape(client, waited):
     assert len(tfs.headers["X-Request-ID"]) == 32
 
 
-def test_health_metadata_and_unknown_routes_are_never_shed(client, waited):
+def test_health_metadata_and_unknown_routes_are_never_shed(client, waited, management_headers):
     waited(5.0)
     assert client.get("/health").status_code == 200
     assert client.get("/models/dense").status_code == 200
     assert client.get("/v2/health/live").status_code == 200
-    assert client.post("/v2/repository/index").status_code == 200
+    assert client.post("/v2/repository/index", headers=management_headers).status_code == 200
     assert client.post("/nowhere").status_code == 404
 
 

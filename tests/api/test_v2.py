@@ -80,13 +80,13 @@ def test_model_metadata_and_config(client):
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] >= 0
 
 
-def test_repository_index(client):
-    index = client.post("/v2/repository/index").get_json()
+def test_repository_index(client, management_headers):
+    index = client.post("/v2/repository/index", headers=management_headers).get_json()
     states = {(e["name"], e["version"]): e for e in index}
     assert states[("dense", "1")]["state"] == "READY"
     assert states[("versioned", "2")]["state"] == "READY"
     assert states[("corrupt", "1")]["state"] == "UNAVAILABLE" and states[("corrupt", "1")]["reason"]
-    ready = client.post("/v2/repository/index", json={"ready": True}).get_json()
+    ready = client.post("/v2/repository/index", json={"ready": True}, headers=management_headers).get_json()
     assert all(e["state"] == "READY" for e in ready) and len(ready) == len(index) - 1
 
 

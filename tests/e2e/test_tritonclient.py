@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def triton(model_repo: Path):
     """One gunicorn for the module, and a tritonclient pointed at it."""
-    env = {"SERVING_STRICT_READINESS": "false", "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"}
+    env = {"SERVING_STRICT_READINESS": "false", "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4",
+           "SERVING_API_TOKENS": "triton-token"}  # the repository index is a management route
     with running_server(model_repo, env) as base:
         client = httpclient.InferenceServerClient(url=base.removeprefix("http://"))
         yield client
@@ -58,7 +59,8 @@ def test_metadata_config_and_index(triton):
     config = triton.get_model_config("tokens")
     assert config["max_batch_size"] > 0 and config["input"][0]["data_type"] == "TYPE_INT32"
     assert config["input"][0]["dims"] == [10] and "dynamic_batching" in config
-    index = {(e["name"], e["version"]): e["state"] for e in triton.get_model_repository_index()}
+    listed = triton.get_model_repository_index(headers={"Authorization": "Bearer triton-token"})
+    index = {(e["name"], e["version"]): e["state"] for e in listed}
     assert index[("dense", "1")] == "READY" and index[("corrupt", "1")] == "UNAVAILABLE"
 
 

@@ -86,7 +86,7 @@ def test_custom_objects_module_is_used_when_present(tmp_path):
     path = mb.custom_layer_keras(tmp_path / "c.keras")
     code = tmp_path / "c.custom_objects.py"
     code.write_text(mb.CUSTOM_LAYER_CODE)
-    loaded = load_model_file(source(path, custom_objects_path=code))
+    loaded = load_model_file(source(path, custom_objects_path=code, allow_custom_code=True))
     out = CompiledModel(loaded)({"x": np.ones((2, 3), "float32")})
     np.testing.assert_allclose(out[loaded.signature.output_names[0]], 3.0)
 
@@ -94,7 +94,7 @@ def test_custom_objects_module_is_used_when_present(tmp_path):
 def test_custom_objects_module_without_the_dict_is_a_reason(tmp_path):
     code = tmp_path / "custom_objects.py"
     code.write_text("X = 1\n")
-    text = reason(mb.custom_layer_keras(tmp_path / "c.keras"), custom_objects_path=code)
+    text = reason(mb.custom_layer_keras(tmp_path / "c.keras"), custom_objects_path=code, allow_custom_code=True)
     assert "CUSTOM_OBJECTS" in text
 
 
