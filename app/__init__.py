@@ -11,7 +11,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from werkzeug.exceptions import HTTPException
 
     from app import errors
-    from app.api import native, responses, tfserving, v2
+    from app.api import explain, native, responses, tfserving, v2
     from app.api.admission import LoadShedder
     from app.api.auth import RequireTokens
     from app.api.dataplane import DataPlane
@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         loading_wait=settings.loading_wait)
     dataplane = DataPlane(registry, settings.max_request_rows)
     app.extensions.update(settings=settings, registry=registry, dataplane=dataplane)
-    for blueprint in (native.bp, tfserving.bp, v2.bp):
+    for blueprint in (native.bp, tfserving.bp, v2.bp, explain.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(models_cli)
 

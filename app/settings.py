@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     allow_custom_code: bool = Field(False, description=(
         "When true, a model's `custom_objects.py` is imported and run; otherwise that version is FAILED."))
 
+    max_explain_rows: PositiveInt = Field(16, description=(
+        "Most rows one `/explain` request may carry; more get 400 `too_many_rows`."))
+    max_explain_steps: PositiveInt = Field(256, description=(
+        "Most integrated-gradients steps one `/explain` request may ask for; more get 400."))
+    explain_threads: PositiveInt = Field(1, description=(
+        "Threads per worker computing explanations (their own lane, never the prediction batcher)."))
+    explain_queue: NonNegativeInt = Field(2, description=(
+        "Explanations allowed to wait for an explain thread per worker; beyond it 429 `overloaded`."))
+    explain_timeout: NonNegativeFloat = Field(30.0, description=(
+        "Seconds an explanation may take, waiting included, before 504 `deadline_exceeded`."))
+
 
 class GunicornSettings(BaseSettings):
     """gunicorn's settings, read by gunicorn.conf.py from the variables named below (no prefix)."""

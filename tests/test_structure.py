@@ -12,7 +12,8 @@ APP = REPO / "app"
 MAX_LINES = 200
 TENSORFLOW_PACKAGES = {"tensorflow", "keras", "tf_keras"}
 MAY_IMPORT_TENSORFLOW = ("app/serving/loader.py", "app/serving/runtime.py", "app/serving/tflite_runtime.py",
-                         "app/serving/lifecycle.py", "app/serving/legacy/")
+                         "app/serving/lifecycle.py", "app/serving/legacy/",
+                         "app/serving/explain_runtime.py")  # explanations take gradients with tf.GradientTape
 
 
 def module_name(path: Path) -> str:

@@ -101,6 +101,7 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
     loaded, forward, source = ready.loaded, ready.forward, servable.source
     share = one_row_us - many_rows_us / SHARE_ROWS >= SHARE_MIN_SAVING_US
     servable.signature = loaded.signature
+    servable.keras_model = None if isinstance(loaded, TfliteFile) else loaded.model  # for /explain
     servable.metadata = {
         "format": loaded.file_format,
         "loaded_by": loaded.loaded_by,

@@ -24,6 +24,8 @@ class ServableVersion:
     signature: Signature | None = None
     batcher: Batcher | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    keras_model: Any = field(default=None, repr=False)  # kept only for a Keras file: explanations need gradients
+    explainer: Any = field(default=None, repr=False)  # built on the first explanation (app.serving.explain_lane)
     settled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property

@@ -1,0 +1,178 @@
+"""Gradients of a Keras model for explanations: integrated gradients, saliency and gradient x input.
+
+Integrated gradients use Gauss-Legendre quadrature over the straight path from the baseline to
+the input (`steps` nodes). An integer input that feeds an Embedding layer is attributed over the
+Embedding's output and summed over its last axis (its baseline is token ids, embedded too).
+Points are computed in passes of at most POINTS_PER_PASS, so the deadline is checked between them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # one trace per output and version is by design
+
+from app import errors  # noqa: E402
+from app.serving.explain_types import Explanation, ExplainOptions, ExplainUnavailable, RowExplanation  # noqa: E402
+from app.serving.loader import built_structure  # noqa: E402
+from app.serving.types import Arrays, Signature  # noqa: E402
+
+POINTS_PER_PASS = 64  # rows x steps points per forward and backward pass
+
+
+class Explainer:
+    """The gradient function of one model version, over its float inputs and its Embedding outputs."""
+
+    def __init__(self, model: Any, signature: Signature):
+        self.signature = signature
+        self.embeddings: dict[str, Any] = {}  # integer input name -> its Embedding layer
+        self.notes: dict[str, str] = {}
+        graph_inputs = list(model.inputs)
+        by_name = dict(zip(signature.input_names, graph_inputs))
+        attributed = []
+        for spec in signature.inputs:
+            if np.issubdtype(spec.numpy_dtype, np.floating):
+                attributed.append(by_name[spec.name])
+                continue
+            layer = _embedding_of(model, by_name[spec.name])
+            if layer is None:
+                raise ExplainUnavailable(f"input {spec.name!r} is {spec.dtype} and feeds no Embedding layer: "
+                                         "integer inputs have no gradient", {"input": spec.name})
+            self.embeddings[spec.name] = layer
+            attributed.append(layer.output)
+            self.notes[spec.name] = (f"attributed over the output of Embedding layer {layer.name!r}, "
+                                     "summed over its last axis")
+        if self.embeddings:
+            keras_model = type(model) if type(model).__module__.startswith("tf_keras") else _keras_model_class()
+            outputs = built_structure(model, "output")
+            try:
+                model = keras_model(attributed, model.outputs if outputs is None else outputs)
+            except Exception as exc:  # noqa: BLE001 - the integer input also feeds something else
+                raise ExplainUnavailable(f"the model cannot be cut at its Embedding outputs: "
+                                         f"{errors.one_line(exc, 160)}") from None
+            structure: Any = list
+        else:
+            built = built_structure(model, "input")
+            structure = (lambda ts: dict(zip(signature.input_names, ts))) if isinstance(built, dict) else list
+        self.dtypes = [tf.as_dtype(t.dtype) for t in attributed]
+        specs = [tf.TensorSpec((None, *t.shape[1:]), dtype) for t, dtype in zip(attributed, self.dtypes)]
+        output_names = signature.output_names
+
+        def outputs_of(tensors: list[Any]) -> dict[str, Any]:
+            call_with = structure(tensors) if len(tensors) > 1 or structure is not list else tensors[0]
+            result = model(call_with, training=False)
+            if isinstance(result, dict):
+                return {name: result[name] for name in output_names}
+            return dict(zip(output_names, result if isinstance(result, (list, tuple)) else [result]))
+
+        def gradients(output: str, indices: Any, *tensors: Any) -> tuple[Any, list[Any]]:
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                flat = tf.reshape(outputs_of(list(tensors))[output], (tf.shape(indices)[0], -1))
+                values = tf.gather(flat, indices, batch_dims=1)
+            return values, tape.gradient(values, list(tensors))
+
+        self._predict = {name: tf.function(lambda *ts, n=name: tf.reshape(outputs_of(list(ts))[n], (tf.shape(ts[0])[0], -1)),
+                                           input_signature=specs) for name in output_names}
+        self._gradients = {name: tf.function(lambda indices, *ts, n=name: gradients(n, indices, *ts),
+                                             input_signature=[tf.TensorSpec((None,), tf.int32), *specs])
+                           for name in output_names}
+
+    def explain(self, arrays: Arrays, options: ExplainOptions) -> Explanation:
+        """Attributions of every row of `arrays` (already conformed to the signature) for `options.target`."""
+        points = self._attributed(arrays)
+        baselines = self._attributed({name: row[np.newaxis] for name, row in options.baselines.items()})
+        output = options.target.output
+        scores = self._predict[output](*points).numpy()
+        rows = scores.shape[0]
+        if options.target.index is None:
+            indices = scores.argmax(axis=1).astype(np.int32)
+        else:
+            indices = np.full(rows, options.target.index, dtype=np.int32)
+        predictions = scores[np.arange(rows), indices]
+        if options.method == "integrated_gradients":
+            nodes, weights = np.polynomial.legendre.leggauss(options.steps)
+            alphas, weights = (nodes + 1) / 2, weights / 2
+            average = self._path_gradients(output, points, baselines, indices, alphas, weights, options.deadline)
+            raw = [(x - b) * g for x, b, g in zip(points, baselines, average)]
+            at_baseline = self._predict[output](*baselines).numpy()[0, indices]
+        else:
+            grads = self._passes(output, points, indices, options.deadline)
+            raw = [np.abs(g) if options.method == "saliency" else x * g for x, g in zip(points, grads)]
+        attributions = {name: self._folded(name, a) for name, a in zip(self.signature.input_names, raw)}
+        explained = []
+        for row in range(rows):
+            completeness = None
+            if options.method == "integrated_gradients":
+                total = float(sum(float(np.sum(a[row])) for a in raw))
+                change = float(predictions[row] - at_baseline[row])
+                delta = total - change
+                completeness = {"sum_of_attributions": total, "prediction_minus_baseline": change, "delta": delta,
+                                "relative": abs(delta) / max(abs(change), 1e-12)}
+            explained.append(RowExplanation(output, int(indices[row]), float(predictions[row]),
+                                            {name: a[row] for name, a in attributions.items()}, completeness))
+        return Explanation(explained, dict(self.notes))
+
+    def _attributed(self, arrays: Arrays) -> list[np.ndarray]:
+        """The arrays gradients are taken over: float inputs as given, integer inputs through their Embedding."""
+        out = []
+        for spec, dtype in zip(self.signature.inputs, self.dtypes):
+            layer = self.embeddings.get(spec.name)
+            value = arrays[spec.name]
+            out.append(np.asarray(layer(value.astype(spec.dtype))) if layer is not None
+                       else value.astype(dtype.as_numpy_dtype))
+        return out
+
+    def _folded(self, name: str, attribution: np.ndarray) -> np.ndarray:
+        return attribution.sum(axis=-1) if name in self.embeddings else attribution
+
+    def _path_gradients(self, output: str, points: list[np.ndarray], baselines: list[np.ndarray], indices: np.ndarray,
+                        alphas: np.ndarray, weights: np.ndarray, deadline: float) -> list[np.ndarray]:
+        """Per row, the quadrature-weighted average of the gradients along the path baseline -> input."""
+        rows, steps = len(indices), len(alphas)
+        path = [(b + alphas.reshape(steps, *([1] * x.ndim)) * (x - b)[np.newaxis]).reshape(rows * steps, *x.shape[1:])
+                for x, b in zip(points, baselines)]  # point (step s, row r) sits at s * rows + r
+        grads = self._passes(output, path, np.tile(indices, steps), deadline)
+        return [np.tensordot(weights, g.reshape(steps, rows, *g.shape[1:]), axes=1) for g in grads]
+
+    def _passes(self, output: str, tensors: list[np.ndarray], indices: np.ndarray,
+                deadline: float) -> list[np.ndarray]:
+        """Gradients of the target at every point, POINTS_PER_PASS points a pass, until the deadline."""
+        output_grads: list[list[np.ndarray]] = [[] for _ in tensors]
+        function = self._gradients[output]
+        for start in range(0, len(indices), POINTS_PER_PASS):
+            if time.monotonic() > deadline:
+                raise errors.DeadlineExceeded("the explanation ran past its deadline (SERVING_EXPLAIN_TIMEOUT)")
+            stop = start + POINTS_PER_PASS
+            _, grads = function(tf.constant(indices[start:stop]), *[t[start:stop] for t in tensors])
+            if all(grad is None for grad in grads):
+                raise ExplainUnavailable(f"output {output!r} has no gradient with respect to any input")
+            for kept, grad, tensor in zip(output_grads, grads, tensors):
+                kept.append(np.zeros_like(tensor[start:stop]) if grad is None else grad.numpy())
+        return [np.concatenate(kept) for kept in output_grads]
+
+
+def _keras_model_class() -> Any:
+    import keras
+
+    return keras.Model
+
+
+def _embedding_of(model: Any, graph_input: Any) -> Any:
+    """The Embedding layer that reads `graph_input` directly, if any."""
+    for layer in model.layers:
+        if type(layer).__name__ == "Embedding":
+            try:
+                source = layer.input
+            except (AttributeError, ValueError):
+                continue
+            if source is graph_input:
+                return layer
+    return None
