@@ -46,6 +46,7 @@ DEFER_S = 0.001           # how long a worker over its share waits before it loo
 MAX_DEFER_S = 0.005       # the longest a worker defers while the others take nothing
 BUSY_PAUSE_S = 0.1        # then it accepts without deferring for this long
 TOLERANCE = 1             # connections a worker may hold above the least loaded one
+NOT_LISTENING = 1 << 40   # what a worker holding its accepts publishes: nobody defers to it
 
 # Created at import, i.e. in the master (gunicorn imports the worker class there), inherited by every worker.
 TABLE = ConnectionTable()
@@ -70,6 +71,7 @@ class QueueTimedThreadWorker(ThreadWorker):
         self._hold_accepts = READINESS.ready_once  # a replacement: listen once the models have settled
         self._took_queued = False
         self._keepalive_requests, self._keepalive_seconds = 1000, 0.0
+        self._publish()
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -94,8 +96,8 @@ class QueueTimedThreadWorker(ThreadWorker):
         self.method_queue.defer(lambda: None)
 
     def _publish(self) -> None:
-        if self._slot is not None:
-            TABLE.publish(self._slot, self.nr_conns)
+        if self._slot is not None:  # a worker not listening yet must not be waited for
+            TABLE.publish(self._slot, NOT_LISTENING if self._hold_accepts else self.nr_conns)
 
     def accept(self, listener: Any) -> None:
         now = time.monotonic()

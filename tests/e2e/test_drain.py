@@ -137,3 +137,38 @@ def test_a_kept_alive_connection_closes_after_its_share_of_requests(model_dir):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     assert closes == [False] * 4 + [True] + [False] * 4 + [True] + [False] * 2
+
+
+def test_kept_alive_clients_move_to_a_worker_gunicorn_restarted(model_dir):
+    from tests.e2e.test_worker_balance import _established_on, _held_by
+    from tests.support import children
+
+    proc, base = _start(model_dir, SERVING_KEEPALIVE_REQUESTS="20")
+    port = int(base.rsplit(":", 1)[1])
+    sent: list[Sent] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_client, args=(base, sent, stop, True)) for _ in range(CLIENTS)]
+    try:
+        for thread in threads:
+            thread.start()
+        old = children(proc.pid)
+        os.kill(old[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (new := [pid for pid in children(proc.pid) if pid not in old]):
+            time.sleep(0.05)
+        while time.monotonic() < deadline and requests.get(base + "/health/ready", timeout=10).json().get(
+                "workers", {}).get("loaded") != 2:
+            time.sleep(0.1)
+        new = new[0]
+        held = 0
+        while time.monotonic() < deadline and held < 2:  # the clients' recycled connections reach it
+            held = _held_by(new, _established_on(port))
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    print(f"\nthe restarted worker holds {held} of the {CLIENTS} clients' kept-alive connections")
+    assert held >= 2
