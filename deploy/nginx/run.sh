@@ -24,14 +24,20 @@ SERVERS=""
 for port in "$@"; do
     SERVERS+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;\n"
 done
-mkdir -p "$PREFIX"/{client_body,proxy,fastcgi,uwsgi,scgi}
+mkdir -p "$PREFIX"
+TEMP=$PREFIX
 USER_LINE=""
-if [ "$(id -u)" = 0 ]; then       # the workers drop to nobody and must write the temp folders
+if [ "$(id -u)" = 0 ]; then
+    # The workers drop to nobody and must reach the temp folders (bodies over 1 MiB go there):
+    # they get their own folder under /tmp, open to nobody whatever the modes of PREFIX's parents.
     USER_LINE="user nobody nogroup;"
-    chown nobody:nogroup "$PREFIX"/{client_body,proxy,fastcgi,uwsgi,scgi}
+    TEMP=$(mktemp -d -t keras-serve-nginx-temp.XXXXXX)
+    chmod 755 "$TEMP"
     touch "$ACCESS_LOG"
 fi
-sed -e "s|@USER@|$USER_LINE|" -e "s|@PREFIX@|$PREFIX|g" -e "s|@LISTEN@|127.0.0.1:$LISTEN|" \
+mkdir -p "$TEMP"/{client_body,proxy,fastcgi,uwsgi,scgi}
+[ "$(id -u)" = 0 ] && chown nobody:nogroup "$TEMP"/{client_body,proxy,fastcgi,uwsgi,scgi}
+sed -e "s|@USER@|$USER_LINE|" -e "s|@PREFIX@|$PREFIX|g" -e "s|@TEMP@|$TEMP|g" -e "s|@LISTEN@|127.0.0.1:$LISTEN|" \
     -e "s|@ACCESS_LOG@|$ACCESS_LOG|" -e "s|@SERVERS@|${SERVERS%\\n}|" \
     "$HERE/nginx.conf.template" > "$PREFIX/nginx.conf"
 "$NGINX" -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf"

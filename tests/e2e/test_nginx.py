@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class Load:
 def tflite_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model converted to one .tflite file (in a subprocess: TensorFlow stays out of this one)."""
     folder = tmp_path_factory.mktemp("nginx-models")
-    subprocess.run([".venv/bin/python", "-m", "app.cli", "optimize", "models/iris/1/iris.keras",
+    subprocess.run([sys.executable, "-m", "app.cli", "optimize", "models/iris/1/iris.keras",
                     "--out", str(folder / "iris.tflite")], cwd=ROOT, check=True, capture_output=True, timeout=300)
     for report in folder.glob("*.report.json"):
         report.unlink()
@@ -192,6 +193,14 @@ def test_a_body_over_the_limit_is_refused_by_nginx_before_any_instance(nginx, bo
     port, _ = nginx
     answer = requests.post(f"http://127.0.0.1:{port}/predict", data=b"x" * (32 * 1024 * 1024 + 1), timeout=30)
     assert answer.status_code == 413
+
+
+def test_a_body_nginx_buffers_to_disk_reaches_the_instance(nginx, both_running):
+    port, _ = nginx
+    rows = b",".join([b"[5.1, 3.5, 1.4, 0.2]"] * 100_000)  # 2.2 MB: over client_body_buffer_size (1 MiB)
+    answer = requests.post(f"http://127.0.0.1:{port}/predict", data=b'{"instances": [' + rows + b"]}", timeout=60,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_many_rows"  # the instance's answer
 
 
 def test_an_instance_killed_mid_run_fails_no_client_request(nginx, both_running):
