@@ -55,12 +55,10 @@ class WorkerGrpc:
             return self.stopped
 
 
-def token_rule(settings: Any) -> Any | None:
-    """The REST token rule (app.api.auth), judged per call by the route it stands for; None without it."""
-    try:
-        from app.api.auth import RequireTokens
-    except ImportError:  # a tree without token auth: no call needs a token
-        return None
+def token_rule(settings: Any) -> Any:
+    """The REST token rule (app.api.auth), judged per call by the route it stands for."""
+    from app.api.auth import RequireTokens
+
     return RequireTokens(lambda environ, start_response: [], settings)
 
 

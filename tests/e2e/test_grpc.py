@@ -316,7 +316,6 @@ def test_health_follows_start_up_and_graceful_stop(tmp_path):
 
 
 def test_a_call_without_the_token_is_unauthenticated_where_tokens_are_required(tmp_path):
-    pytest.importorskip("app.api.auth", reason="token auth (app/api/auth.py) is not in this tree")
     dense(tmp_path / "models" / "dense.keras")
     port = free_port()
     env = {"WEB_CONCURRENCY": "1", "SERVING_GRPC_PORT": str(port), "SERVING_REQUIRE_TOKEN": "true",

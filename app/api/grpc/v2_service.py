@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import grpc
 
-from app import errors
 from app.api import v2
 from app.api.dataplane import DataPlane
 from app.api.grpc import grpc_predict_v2_pb2 as pb
@@ -41,12 +40,9 @@ class InferenceServicer:
 
     @rpc(lambda request: f"/v2/models/{request.name}/ready")
     def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
-        """Whether the model (version) can infer; NOT_FOUND when unknown."""
-        try:
-            self.dataplane.resolve(request.name, v2_tensors.version_number(request.version))
-        except errors.ModelNotAvailable:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+        """Whether the model (version) is AVAILABLE in every worker (as REST answers); NOT_FOUND when unknown."""
+        _, held = self.dataplane.registry.model_readiness(request.name, v2_tensors.version_number(request.version))
+        return pb.ModelReadyResponse(ready=not held)
 
     @rpc(lambda request: "/v2")
     def ServerMetadata(self, request: pb.ServerMetadataRequest,
@@ -74,10 +70,8 @@ class InferenceServicer:
 
 
 def server_ready(dataplane: DataPlane) -> bool:
-    """The instance's readiness where the registry knows it (every worker, draining), else this worker's."""
-    registry = dataplane.registry
-    instance_readiness = getattr(registry, "instance_readiness", None)
-    return instance_readiness().ready if instance_readiness is not None else registry.readiness()[0]
+    """The instance's readiness, as /health/ready answers it (every worker; not while draining)."""
+    return dataplane.registry.instance_readiness().ready
 
 
 def _tensor(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
