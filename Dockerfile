@@ -43,7 +43,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     KERAS_BACKEND=tensorflow \
     PORT=8000 \
-    SERVING_MODEL_DIR=/app/models
+    SERVING_MODEL_DIR=/app/models \
+    SERVING_LOG_FORMAT=json
 
 WORKDIR /app
 

@@ -2,14 +2,21 @@
 and the concurrency hint (a maximum that decays over time).
 
 Histogram buckets are upper bounds (`le`, Prometheus style) with non-cumulative counts;
-the caller holds the batcher's lock around every method.
+the caller holds the batcher's lock around every method. Each request's queue time also goes to
+the Prometheus histogram `keras_serve_queue_duration_seconds` and to the request's facts (the
+access line's `queue_ms`).
 """
 from __future__ import annotations
 
 import bisect
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
+
+from app.observability import facts, metrics
+from app.observability.metrics import timed_pass  # noqa: F401 - the batcher's forward pass, observed
+from app.serving.batch_rows import Pending
 
 BATCH_SIZE_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 QUEUE_MS_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
@@ -24,10 +31,21 @@ def decayed_max(level: float, level_at: float, now: float, inflight: int, half_l
     return max(level * 0.5 ** ((now - level_at) / half_life), float(inflight))
 
 
+class TimedPending(Pending):
+    """A queued request that knows its request's facts (to note its queue time there once taken)."""
+
+    __slots__ = ("facts",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.facts = facts.current()
+
+
 class BatchStats:
     """Plain counters; `snapshot()` makes them JSON-ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "model", version: int | None = None) -> None:
+        self._queue_seconds = metrics.queue_histogram(model, version)  # None with metrics off
         self.requests = 0
         self.rows = 0
         self.batches = 0
@@ -50,10 +68,21 @@ class BatchStats:
         self.batch_size_counts[bisect.bisect_left(BATCH_SIZE_BOUNDS, rows)] += 1
         self.batch_request_counts[len(queue_seconds)] = self.batch_request_counts.get(len(queue_seconds), 0) + 1
         for seconds in queue_seconds:
+            if self._queue_seconds is not None:
+                metrics.TALLY.observe(self._queue_seconds, seconds)
             ms = seconds * 1000.0
             self.queue_ms_counts[bisect.bisect_left(QUEUE_MS_BOUNDS, ms)] += 1
             self.queue_ms_sum += ms
             self.recent_queue_ms.append(ms)
+
+    def record_taken(self, batch: Sequence[Pending], rows: int) -> None:
+        """The worker took `batch` (`rows` rows) out of the queue for one pass: their queue times."""
+        now = time.perf_counter()
+        queue_seconds = [now - pending.enqueued for pending in batch]
+        for pending, seconds in zip(batch, queue_seconds):
+            if isinstance(pending, TimedPending):
+                pending.facts.queue_seconds = seconds
+        self.record_batch(queue_seconds, rows)
 
     def record_inline(self, rows: int) -> None:
         """One request that ran on its own thread at once: `record_batch((0.0,), rows, inline=True)`,
@@ -65,6 +94,9 @@ class BatchStats:
         self.batch_size_counts[bisect.bisect_left(BATCH_SIZE_BOUNDS, rows)] += 1
         self.batch_request_counts[1] = self.batch_request_counts.get(1, 0) + 1
         self.queue_ms_counts[0] += 1  # 0 ms: the first bucket
+        if self._queue_seconds is not None:
+            metrics.TALLY.observe(self._queue_seconds, 0.0)
+        facts.current().queue_seconds = 0.0
         self.recent_queue_ms.append(0.0)
 
     def snapshot(self, **current: Any) -> dict[str, Any]:

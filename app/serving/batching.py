@@ -30,7 +30,7 @@ from collections import deque
 from app import errors
 from app.serving import batch_rows
 from app.serving.batch_rows import QUEUED, TAKEN, Pending, run_in_chunks, run_merged
-from app.serving.batch_stats import HINT_HALF_LIFE_S, BatchStats, decayed_max
+from app.serving.batch_stats import HINT_HALF_LIFE_S, BatchStats, TimedPending, decayed_max, timed_pass
 from app.serving.types import Arrays, BatchingSettings, ForwardPass
 
 CLOSE_GRACE_S = 10.0  # how long close() lets the worker drain before failing what is left
@@ -39,8 +39,9 @@ CLOSE_GRACE_S = 10.0  # how long close() lets the worker drain before failing wh
 class Batcher:
     """Merges concurrent requests to one model version into shared forward passes."""
 
-    def __init__(self, run: ForwardPass, settings: BatchingSettings, *, name: str = "model", share_calls: bool = True):
-        self._run, self.settings, self.share_calls = run, settings, share_calls
+    def __init__(self, run: ForwardPass, settings: BatchingSettings, *, name: str = "model", share_calls: bool = True,
+                 version: int | None = None):  # name and version: the metrics' labels
+        self._run, self.settings, self.share_calls = timed_pass(run, name, version), settings, share_calls
         self._delay, self._timeout = settings.max_batch_delay_ms / 1000.0, settings.request_timeout
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[Pending] = deque()
@@ -51,7 +52,7 @@ class Batcher:
         self._batch: list[Pending] = []  # the worker's current batch
         self._closed = self._worker_waiting = False
         self._level, self._level_at = 0.0, 0.0  # the concurrency hint (rounded) and when it was set
-        self._stats = BatchStats()
+        self._stats = BatchStats(name, version)
         self._worker = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -77,7 +78,7 @@ class Batcher:
                     self._busy = True
                 else:
                     self._admit(self._queued_rows, rows, "the queue holds")
-                    pending = Pending(inputs, rows, time.perf_counter(), self._timeout)
+                    pending = TimedPending(inputs, rows, time.perf_counter(), self._timeout)
                     self._queue.append(pending)
                     self._queued_rows += rows
                     if self._worker_waiting:
@@ -170,7 +171,7 @@ class Batcher:
             if self._queue:
                 batch, rows = batch_rows.take_batch(self._queue, self.settings.max_batch_size)
                 self._queued_rows -= rows
-                self._stats.record_batch(batch_rows.waited(batch, time.perf_counter()), rows)
+                self._stats.record_taken(batch, rows)
                 return batch
 
     def _expire_due(self, now: float) -> None:

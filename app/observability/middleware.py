@@ -1,0 +1,140 @@
+"""One WSGI middleware for the metrics and the access line of every request.
+
+It wraps the whole app (outside the request ids, the tokens and the load shedder), so every answer
+is counted and logged, a 429 of the shedder too. The rest of the request path notes what it learns
+in this thread's `RequestFacts` (app.observability.facts); this reads them once the app answered.
+Only inference requests are counted in `keras_serve_requests_total` and its histograms.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from time import perf_counter
+from typing import Any
+
+from app.api.request_ids import ENVIRON_KEY
+from app.gunicorn.queue_wait import queue_wait
+from app.observability import facts as request_facts
+from app.observability import metrics
+from app.observability.facts import RequestFacts
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ACCESS_LOG = logging.getLogger("app.access")
+# Error codes (else statuses) that count as a refusal in keras_serve_rejected_requests_total, by reason.
+REJECTION_CODES = {"overloaded": "overloaded", "deadline_exceeded": "deadline_exceeded",
+                   "payload_too_large": "too_large", "too_many_rows": "too_large",
+                   "model_not_available": "unavailable"}
+REJECTION_STATUSES = {"429": "overloaded", "504": "deadline_exceeded", "413": "too_large", "503": "unavailable"}
+
+
+def protocol_of(method: str, path: str) -> str | None:
+    """The surface of an inference request (native, tfserving, v2), None for any other request."""
+    if method != "POST":
+        return None
+    if path == "/predict":
+        return "native"
+    if path.startswith("/v1/models/"):
+        return "tfserving" if path.endswith(":predict") else None
+    if path.startswith("/v2/models/"):
+        return "v2" if path.endswith("/infer") else None
+    return None
+
+
+class RequestMetrics:
+    """The per-request metrics, with their labelled children kept by label values."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple, Any] = {}
+        self._durations: dict[tuple, Any] = {}
+
+    def record(self, protocol: str, facts: RequestFacts, seconds: float) -> None:
+        """Count one answered inference request and observe its duration."""
+        code, model, version = facts.status[:3], facts.model, facts.version
+        key = (protocol, code, model, version)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.REQUESTS.labels(protocol, code, *metrics.model_labels(model,
+                                                                                                     version))
+        key = (protocol, model, version)
+        duration = self._durations.get(key)
+        if duration is None:
+            duration = self._durations[key] = metrics.REQUEST_SECONDS.labels(protocol, *metrics.model_labels(
+                model, version))
+        metrics.TALLY.end(counter, duration, seconds)
+        if code[0] != "2":
+            reason = REJECTION_CODES.get(facts.error or "") or REJECTION_STATUSES.get(code)
+            if reason is not None:
+                metrics.TALLY.count(metrics.REJECTED.labels(reason, *metrics.model_labels(model, version)))
+
+
+class ObserveRequests:
+    """WSGI middleware: metrics of inference requests and, when on, one access line per request."""
+
+    def __init__(self, wsgi_app: WSGIApp, *, metrics: bool, access_log: bool, json_lines: bool):
+        self.wsgi_app = wsgi_app
+        self.metrics = RequestMetrics() if metrics else None
+        self.access_log, self.json_lines = access_log, json_lines
+        if access_log:
+            ACCESS_LOG.setLevel(logging.INFO)  # SERVING_ACCESS_LOG decides, whatever SERVING_LOG_LEVEL says
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = perf_counter()
+        protocol = protocol_of(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        counted = self.metrics if protocol is not None else None
+        if counted is None and not self.access_log:
+            return self.wsgi_app(environ, start_response)
+        facts = request_facts.begin()
+
+        def start_observed(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            facts.status, facts.headers = status, headers
+            return start_response(status, headers, exc_info)
+
+        if counted is not None:
+            metrics.TALLY.begin()
+        try:
+            body = self.wsgi_app(environ, start_observed)
+        except BaseException:
+            if counted is not None:
+                facts.status = "500 INTERNAL SERVER ERROR"
+                counted.record(protocol, facts, perf_counter() - started)  # type: ignore[arg-type]
+            raise
+        finally:
+            request_facts.end()
+        seconds = perf_counter() - started
+        if counted is not None:
+            counted.record(protocol, facts, seconds)  # type: ignore[arg-type]  # set with counted
+        if self.access_log:
+            self.write_access_line(environ, facts, seconds)
+        return body
+
+    def write_access_line(self, environ: dict[str, Any], facts: RequestFacts, seconds: float) -> None:
+        """One line: JSON fields in json mode, the same facts as `key=value` words in text mode."""
+        waited = queue_wait()
+        line = {
+            "request_id": environ.get(ENVIRON_KEY), "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"), "status": int(facts.status[:3]), "model": facts.model,
+            "version": facts.version, "rows": facts.rows, "duration_ms": round(seconds * 1000.0, 3),
+            "queue_ms": None if facts.queue_seconds is None else round(facts.queue_seconds * 1000.0, 3),
+            "wait_ms": None if waited is None else round(waited * 1000.0, 3),
+            "bytes_in": _int_or_none(environ.get("CONTENT_LENGTH")),
+            "bytes_out": _int_or_none(next((v for k, v in facts.headers if k.lower() == "content-length"), None)),
+            "remote_addr": environ.get("REMOTE_ADDR"), "user_agent": environ.get("HTTP_USER_AGENT"),
+            "error": facts.error,
+        }
+        if self.json_lines:
+            ACCESS_LOG.info("%s %s %s", line["method"], line["path"], line["status"], extra=line)
+        else:
+            ACCESS_LOG.info("%s", " ".join(f"{key}={_word(value)}" for key, value in line.items() if value is not None))
+
+
+def _word(value: Any) -> str:
+    """A value of a text access line, quoted when it holds a space."""
+    text = str(value)
+    return f'"{text}"' if " " in text else text
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
