@@ -36,7 +36,7 @@ image:
 	scripts/build_image.sh
 
 image-test:
-	python3 scripts/image_test.py $(IMAGE)
+	python3 scripts/image_test.py $(or $(IMAGE),keras-serve:latest) $(MODELS)
 
 train-demo: $(BIN)/.runtime
 	$(BIN)/python scripts/train_iris.py
