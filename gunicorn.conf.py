@@ -7,7 +7,16 @@ the hooks live in app/gunicorn/, the variables read here in app/settings.py
 """
 import os
 
-from app.gunicorn.hooks import on_starting, post_worker_init, when_ready, worker_exit  # noqa: F401 - read by name
+from app.gunicorn.hooks import (  # noqa: F401 - gunicorn reads hooks by name
+    child_exit,
+    on_exit,
+    on_starting,
+    post_fork,
+    post_worker_init,
+    pre_fork,
+    when_ready,
+    worker_exit,
+)
 from app.settings import load_gunicorn_settings
 
 _settings = load_gunicorn_settings()
@@ -25,6 +34,7 @@ keepalive = 75  # longer than common load balancers' idle timeouts
 backlog = 2048
 accesslog = "-" if _settings.access_log else None
 errorlog = "-"
+logger_class = "app.observability.gunicorn_logs.ServingLogger"  # JSON lines with SERVING_LOG_FORMAT=json
 loglevel = _settings.log_level
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # TLS belongs at the load balancer; these serve HTTPS here for those who need it (docs/operations.md).

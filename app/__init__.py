@@ -10,7 +10,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: settings, the manager (loading when served), the data plane, routes."""
     from werkzeug.exceptions import HTTPException
 
-    from app import errors
+    from app import errors, observability
     from app.api import explain, native, responses, tfserving, v2
     from app.api.admission import LoadShedder
     from app.api.auth import RequireTokens
@@ -18,6 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.api.request_ids import TagRequestIds
     from app.cli import models_cli
     from app.logs import configure_logging
+    from app.observability.metrics import observed_loader
     from app.serving.lazy_loader import TensorFlowLoader
     from app.serving.registry import ModelRegistry
     from app.serving.source import scan_source
@@ -27,11 +28,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings({key: value for key, value in overrides.items() if key.upper() in SETTING_NAMES})
     app = Flask(__name__)
     app.config.update({key: value for key, value in overrides.items() if key.upper() not in SETTING_NAMES})
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     registry = ModelRegistry(
         scan_source(settings.model_dir, settings),
-        TensorFlowLoader((settings.tf_intra_op_threads, settings.tf_inter_op_threads)),
+        observed_loader(TensorFlowLoader((settings.tf_intra_op_threads, settings.tf_inter_op_threads)),
+                        settings.metrics),
         default_model=settings.default_model, strict_readiness=settings.strict_readiness,
         loading_wait=settings.loading_wait)
     dataplane = DataPlane(registry, settings.max_request_rows)
@@ -48,5 +50,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     shedder = LoadShedder(app.wsgi_app, app.url_map, settings, loading=lambda: not registry.wait_until_settled(0))
     app.extensions["load_shedder"] = shedder
     app.wsgi_app = TagRequestIds(RequireTokens(shedder, settings))  # type: ignore[method-assign]
+    observability.install(app, settings, registry)  # metrics and access line: outside, so they see every answer
     app.before_request(registry.start_loading)  # models load once the app serves: a CLI command loads none
     return app

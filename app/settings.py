@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         "expression (the bytecode is read, never run); false leaves every Lambda to safe mode."))
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _stripped(str.upper)] = Field(
         "INFO", description="Log level of the `app` loggers.")
+    log_format: Annotated[Literal["text", "json"], _stripped(str.lower)] = Field("text", description=(
+        "`json`: every log line (app, gunicorn, access) is one JSON object; `text`: plain lines."))
+    access_log: bool | None = Field(None, description=(
+        "One access line per request (request id, status, model, rows, latency); unset: on with json logs."))
+    metrics: bool = Field(True, description="When false, no Prometheus metrics are kept and `/metrics` is 404.")
     api_tokens: SecretStr | None = Field(None, description=(
         "Bearer tokens, comma-separated, for `Authorization: Bearer TOKEN` (never logged)."))
     api_tokens_file: Path | None = Field(None, description=(

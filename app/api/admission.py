@@ -23,6 +23,7 @@ from werkzeug.routing import Map
 from app import errors
 from app.api.responses import error_payload, style_for_path
 from app.gunicorn.queue_wait import queue_wait
+from app.observability.facts import note_error
 from app.settings import Settings
 
 INFERENCE_ENDPOINTS = frozenset({"native.predict", "tfserving.predict", "v2.model_infer"})
@@ -65,6 +66,7 @@ class LoadShedder:
                 or not self._queue_stands()):
             return self.wsgi_app(environ, start_response)
         waited_ms = round(waited * 1000.0, 1)
+        note_error("overloaded")
         error = errors.Overloaded(f"the request waited {waited_ms:.0f} ms for a worker (limit {limit_ms:g} ms); "
                                   "retry later", {"queue_wait_ms": waited_ms, "max_queue_wait_ms": limit_ms},
                                   retry_after=1)

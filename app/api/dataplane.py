@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from app import errors
+from app.observability.facts import note_rows, note_servable
 from app.serving.registry import ModelRegistry
 from app.serving.servable import ServableVersion
 from app.serving.tensors import conform, instances_to_arrays
@@ -71,9 +72,11 @@ class DataPlane:
     def infer(self, request: InferRequest) -> InferResponse:
         """Run one request: model, then inputs, then the batcher; outputs as requested."""
         servable = self.registry.resolve(request.model, request.version)
+        note_servable(servable.name, servable.version)
         signature = servable.signature
         assert signature is not None and servable.batcher is not None  # resolve() answers AVAILABLE ones
         arrays, rows = conform(bind_inputs(request, signature), signature, self.max_request_rows)
+        note_rows(rows)
         outputs = servable.batcher.submit(arrays, rows)
         return InferResponse(servable.name, servable.version, select_outputs(outputs, request.outputs), rows,
                              request.id)

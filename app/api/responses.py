@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import errors
 from app.api.request_ids import request_id_for
+from app.observability.facts import note_error
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def error_payload(error: errors.ServingError, style: str) -> tuple[int, dict[str
 def error_response(error: errors.ServingError) -> Response:
     """A ServingError as the Flask response of the current request's surface."""
     status, payload, headers = error_payload(error, error_style())
+    note_error(error.code)
     return json_response(payload, status=status, headers=headers)
 
 

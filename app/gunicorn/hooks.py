@@ -9,12 +9,15 @@ from typing import Any
 from app.errors import ConfigError
 from app.gunicorn.grpc_server import start_grpc, stop_grpc
 from app.gunicorn.worker import READINESS
+from app.observability import multiproc, stderr_relay
+from app.observability.gunicorn_logs import json_logs
 from app.serving.source import check_model_dir
 from app.settings import load_settings
 
 
 def on_starting(server: Any) -> None:
     """(master) Refuse to start without a readable SERVING_MODEL_DIR: one clear line, exit 1."""
+    multiproc.prepare_folder()  # the metric files' folder, empty, before any worker forks
     try:
         check_model_dir(load_settings().model_dir)
     except ConfigError as exc:
@@ -55,6 +58,27 @@ def worker_exit(server: Any, worker: Any) -> None:
     registry = _registry(worker)
     if registry is not None:
         registry.close()
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """(master) In json mode, relay the workers' raw stderr lines as JSON (app/observability/stderr_relay.py)."""
+    if json_logs():
+        stderr_relay.start()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """(worker) Point descriptor 2 at the master's stderr relay, when there is one."""
+    stderr_relay.attach()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """(master) A worker exited: its live gauges (in-flight requests, model states) stop counting."""
+    multiproc.mark_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """(master) Remove the metric files' folder if the master made it."""
+    multiproc.remove_made_folder()
 
 
 def _registry(worker: Any) -> Any:

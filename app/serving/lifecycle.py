@@ -117,7 +117,8 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
     }
     if isinstance(loaded, TfliteFile) and loaded.quantization():
         servable.metadata["quantization"] = loaded.quantization()
-    servable.batcher = Batcher(forward, source.batching, share_calls=share)
+    servable.batcher = Batcher(forward, source.batching, share_calls=share, name=servable.name,
+                               version=servable.version)
     servable.state = ModelState.AVAILABLE
     log.info("model %s version %s AVAILABLE (%s, %s, %.2fs)", servable.name, servable.version,
              loaded.loaded_by, servable.metadata["runtime"]["kind"], servable.metadata["load_seconds"])
