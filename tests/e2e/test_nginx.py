@@ -26,7 +26,8 @@ import requests
 from tests.support import ROOT, free_port, gunicorn_command
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install -y nginx; .ci/run does)")
+NO_NGINX = "nginx is not installed (apt-get install -y nginx; .ci/run does)"
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(NGINX is None, reason=NO_NGINX)]
 
 CONNECTIONS = 32
 SLOW_CLIENTS = 64
