@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,9 @@ def nginx_in_front(ports: list[int], folder: Path) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGQUIT)
         proc.wait(30)
+        temp = re.search(r"client_body_temp_path (\S+)/client_body;", (folder / "nginx.conf").read_text())
+        if temp and Path(temp.group(1)) != folder:  # as root, run.sh makes the workers' temp folders elsewhere
+            shutil.rmtree(temp.group(1), ignore_errors=True)
 
 
 def with_host(script: Path) -> Path:
