@@ -22,6 +22,7 @@ from app.api.native import says_json
 from app.api.responses import json_response
 from app.api.schemas import load_predict_request
 from app.api.tfserving import DEFAULT_SIGNATURE
+from app.observability.facts import note_rows, note_servable
 from app.serving.explain_lane import ExplainLane
 from app.serving.tensors import conform
 
@@ -81,14 +82,16 @@ def explain_request(decoded: InferRequest, options: dict[str, Any]) -> dict[str,
     config = settings()
     method, steps = method_and_steps(options, config.max_explain_steps)
     servable = dataplane().resolve(decoded.model, decoded.version)
+    note_servable(servable.name, servable.version)  # for the access line
     signature = servable.signature
     assert signature is not None
     try:
-        arrays, _ = conform(bind_inputs(decoded, signature), signature, config.max_explain_rows)
+        arrays, rows = conform(bind_inputs(decoded, signature), signature, config.max_explain_rows)
     except errors.TooManyRows as exc:
         raise errors.InvalidRequest(f"{exc.details['rows']} rows exceed the limit of {config.max_explain_rows} "
                                     "per explanation (SERVING_MAX_EXPLAIN_ROWS)", exc.details,
                                     code="too_many_rows") from None
+    note_rows(rows)
     explain_lane = lane()
     checked = options_for(method, steps, options, arrays, signature, explain_lane.deadline())
     explanation = explain_lane.explain(servable, arrays, checked)

@@ -79,7 +79,7 @@ def _row(name: str, value: Any, array: np.ndarray, dtype: np.dtype) -> np.ndarra
     shape = array.shape[1:]
     if value is None or value == "zeros":
         return np.zeros(shape, dtype=dtype)
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         raise _bad_baseline(f'the baseline of {name!r} must be "zeros", a number or an array shaped {list(shape)}')
     try:
         row = np.asarray(value, dtype=np.float64)

@@ -6,6 +6,7 @@ from typing import Any
 
 from app.api import api_schemas as native
 from app.api import api_schemas_v2 as v2
+from app.api import explain_schemas as explain
 from app.api.v2_codec import HEADER_LENGTH
 
 STATUS_TEXT = {
@@ -71,6 +72,14 @@ def _both(rule: str, versioned: str, operation: dict[str, Any], method: str = "G
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/predict", "POST"): _predict_native(),
+    ("/explain", "POST"): {
+        "summary": "Attributions of each input for one output, per row (docs/explain.md)",
+        "requestBody": _body(explain.ExplainRequest, {**IRIS, "method": "integrated_gradients"}),
+        "responses": {"200": _json(explain.ExplainResponse)}, "errors": (*INFERENCE_ERRORS, 415, 422)},
+    **_both("/v1/models/<name>:explain", "/v1/models/<name>/versions/<int:version>:explain", {
+        "summary": "Explain: attributions per row, options under `parameters` (KServe V1's verb)",
+        "requestBody": _body(explain.TFExplainRequest, {**IRIS, "parameters": {"method": "saliency"}}),
+        "responses": {"200": _json(explain.TFExplainResponse)}, "errors": INFERENCE_ERRORS}, "POST"),
     ("/models", "GET"): {"summary": "Every model and the state of each version",
                          "responses": {"200": _json(native.ModelList)}},
     ("/models/<name>", "GET"): {"summary": "One model: every version's signature, source and statistics",

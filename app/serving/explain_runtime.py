@@ -20,7 +20,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # one trace per output and version is by design
 
 from app import errors  # noqa: E402
-from app.serving.explain_types import Explanation, ExplainOptions, ExplainUnavailable, RowExplanation  # noqa: E402
+from app.serving.explain_types import ExplainOptions, ExplainUnavailable, Explanation, RowExplanation  # noqa: E402
 from app.serving.loader import built_structure  # noqa: E402
 from app.serving.types import Arrays, Signature  # noqa: E402
 
@@ -79,8 +79,11 @@ class Explainer:
                 values = tf.gather(flat, indices, batch_dims=1)
             return values, tape.gradient(values, list(tensors))
 
-        self._predict = {name: tf.function(lambda *ts, n=name: tf.reshape(outputs_of(list(ts))[n], (tf.shape(ts[0])[0], -1)),
-                                           input_signature=specs) for name in output_names}
+        def scores(output: str, *tensors: Any) -> Any:
+            return tf.reshape(outputs_of(list(tensors))[output], (tf.shape(tensors[0])[0], -1))
+
+        self._predict = {name: tf.function(lambda *ts, n=name: scores(n, *ts), input_signature=specs)
+                         for name in output_names}
         self._gradients = {name: tf.function(lambda indices, *ts, n=name: gradients(n, indices, *ts),
                                              input_signature=[tf.TensorSpec((None,), tf.int32), *specs])
                            for name in output_names}

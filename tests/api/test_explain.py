@@ -1,6 +1,8 @@
 """POST /explain and /v1/models/NAME:explain: attributions against their definitions, every kind of input, refusals."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -90,7 +92,8 @@ def test_integrated_gradients_of_a_linear_model_are_complete_and_argmax_is_the_d
     assert [row["target"]["index"] for row in answer["explanations"]] == list(scores.argmax(axis=1))
     for row in answer["explanations"]:
         assert abs(row["completeness"]["delta"]) < 1e-5
-        assert row["completeness"]["prediction_minus_baseline"] == pytest.approx(row["prediction"] - BIAS[row["target"]["index"]], abs=1e-5)
+        change = row["prediction"] - BIAS[row["target"]["index"]]  # f(0) is the bias
+        assert row["completeness"]["prediction_minus_baseline"] == pytest.approx(change, abs=1e-5)
     assert answer["steps"] == 50
 
 
@@ -178,3 +181,42 @@ def test_invalid_options_and_too_many_rows_each_answer_a_json_400(post, change, 
 
 def test_an_unknown_model_is_404_before_the_options_against_the_signature(post):
     assert post({"model": "nope", "instances": ROWS, "target": 99}).status_code == 404
+
+
+def test_an_explanation_past_its_deadline_answers_504_and_frees_the_lane(tmp_path):
+    mb.cnn(tmp_path / "cnn.keras")
+    application = create_app({"TESTING": True, "MODEL_DIR": tmp_path, "EXPLAIN_TIMEOUT": 0.001,
+                              "EXPLAIN_QUEUE": 0})
+    try:
+        assert application.extensions["registry"].wait_until_settled(120)
+        client = application.test_client()
+        body = {"model": "cnn", "instances": np.zeros((4, 28, 28, 1)).tolist(), "steps": 256}
+        first = client.post("/explain", json=body)
+        assert first.status_code == 504 and first.get_json()["error"]["code"] == "deadline_exceeded"
+        statuses, waited = [], time.monotonic() + 60
+        while 504 not in statuses and time.monotonic() < waited:  # 429 while the stopped work lets go of its slot
+            statuses.append(client.post("/explain", json=body).status_code)
+            time.sleep(0.05)
+        assert statuses[-1] == 504 and set(statuses) <= {429, 504}
+    finally:
+        application.extensions["registry"].close()
+
+
+@pytest.mark.parametrize("path, documented, body", [
+    ("/explain", "/explain", {"model": "linear", "instances": ROWS}),
+    ("/explain", "/explain", {"model": "tokens", "instances": [[1] * 10], "method": "saliency"}),
+    ("/explain", "/explain", {"model": "lite", "instances": [[1, 2, 3, 4]]}),
+    ("/v1/models/two_inputs/versions/1:explain", "/v1/models/{name}/versions/{version}:explain",
+     {"instances": [{"a": [1, 2, 3, 4], "b": [1, 0, -1]}], "parameters": {"method": "gradient_x_input"}}),
+    ("/v1/models/linear:explain", "/v1/models/{name}:explain", {"instances": ROWS, "parameters": {"steps": 0}}),
+])
+def test_explain_answers_conform_to_the_openapi_document(explain_app, post, path, documented, body):
+    from openapi_schema_validator import OAS30Validator
+
+    from app.api.openapi import build_document
+
+    document = build_document(explain_app.url_map)
+    answer = post(body, path)
+    schema = document["paths"][documented]["post"]["responses"][str(answer.status_code)]["content"]
+    OAS30Validator({**schema["application/json"]["schema"], "components": document["components"]}).validate(
+        answer.get_json())
