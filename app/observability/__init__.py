@@ -1,6 +1,6 @@
 """Observability: Prometheus metrics of the whole instance, the facts of each request, the access line.
 
-`install(app, settings)` wraps the WSGI app in `ObserveRequests` (metrics and access line in one
+`install(app, settings, registry)` wraps the WSGI app in `ObserveRequests` (metrics and access line in one
 middleware, outside everything else so the load shedder's 429s are seen too) and serves `/metrics`.
 """
 from __future__ import annotations
