@@ -103,11 +103,13 @@ class Explainer:
         if options.method == "integrated_gradients":
             nodes, weights = np.polynomial.legendre.leggauss(options.steps)
             alphas, weights = (nodes + 1) / 2, weights / 2
-            average = self._path_gradients(output, points, baselines, indices, alphas, weights, options.deadline)
+            average = self._weighted_gradients(output, baselines, points, indices, alphas, weights,
+                                               options.deadline)
             raw = [(x - b) * g for x, b, g in zip(points, baselines, average)]
             at_baseline = self._predict[output](*baselines).numpy()[0, indices]
         else:
-            grads = self._passes(output, points, indices, options.deadline)
+            grads = self._weighted_gradients(output, points, points, indices, np.ones(1), np.ones(1),
+                                             options.deadline)  # at the input itself
             raw = [np.abs(g) if options.method == "saliency" else x * g for x, g in zip(points, grads)]
         attributions = {name: self._folded(name, a) for name, a in zip(self.signature.input_names, raw)}
         explained = []
@@ -136,30 +138,30 @@ class Explainer:
     def _folded(self, name: str, attribution: np.ndarray) -> np.ndarray:
         return attribution.sum(axis=-1) if name in self.embeddings else attribution
 
-    def _path_gradients(self, output: str, points: list[np.ndarray], baselines: list[np.ndarray], indices: np.ndarray,
-                        alphas: np.ndarray, weights: np.ndarray, deadline: float) -> list[np.ndarray]:
-        """Per row, the quadrature-weighted average of the gradients along the path baseline -> input."""
+    def _weighted_gradients(self, output: str, starts: list[np.ndarray], ends: list[np.ndarray], indices: np.ndarray,
+                            alphas: np.ndarray, weights: np.ndarray, deadline: float) -> list[np.ndarray]:
+        """Per row, the sum over steps of weight * gradient at start + alpha (end - start): POINTS_PER_PASS
+        points a pass (memory bounded by one pass), the deadline checked before each."""
         rows, steps = len(indices), len(alphas)
-        path = [(b + alphas.reshape(steps, *([1] * x.ndim)) * (x - b)[np.newaxis]).reshape(rows * steps, *x.shape[1:])
-                for x, b in zip(points, baselines)]  # point (step s, row r) sits at s * rows + r
-        grads = self._passes(output, path, np.tile(indices, steps), deadline)
-        return [np.tensordot(weights, g.reshape(steps, rows, *g.shape[1:]), axes=1) for g in grads]
-
-    def _passes(self, output: str, tensors: list[np.ndarray], indices: np.ndarray,
-                deadline: float) -> list[np.ndarray]:
-        """Gradients of the target at every point, POINTS_PER_PASS points a pass, until the deadline."""
-        output_grads: list[list[np.ndarray]] = [[] for _ in tensors]
+        totals = [np.zeros(end.shape, np.float64) for end in ends]
         function = self._gradients[output]
-        for start in range(0, len(indices), POINTS_PER_PASS):
+        for first in range(0, rows * steps, POINTS_PER_PASS):
             if time.monotonic() > deadline:
                 raise errors.DeadlineExceeded("the explanation ran past its deadline (SERVING_EXPLAIN_TIMEOUT)")
-            stop = start + POINTS_PER_PASS
-            _, grads = function(tf.constant(indices[start:stop]), *[t[start:stop] for t in tensors])
+            point = np.arange(first, min(first + POINTS_PER_PASS, rows * steps))
+            step, row = point // rows, point % rows  # point (step s, row r) is s * rows + r
+            tensors = []
+            for start, end in zip(starts, ends):
+                origin = start[row] if len(start) == rows else start[np.zeros_like(row)]
+                alpha = alphas[step].reshape(-1, *([1] * (end.ndim - 1)))
+                tensors.append((origin + alpha * (end[row] - origin)).astype(end.dtype))
+            _, grads = function(tf.constant(indices[row]), *tensors)
             if all(grad is None for grad in grads):
                 raise ExplainUnavailable(f"output {output!r} has no gradient with respect to any input")
-            for kept, grad, tensor in zip(output_grads, grads, tensors):
-                kept.append(np.zeros_like(tensor[start:stop]) if grad is None else grad.numpy())
-        return [np.concatenate(kept) for kept in output_grads]
+            for total, grad in zip(totals, grads):
+                if grad is not None:
+                    np.add.at(total, row, weights[step].reshape(-1, *([1] * (total.ndim - 1))) * grad.numpy())
+        return totals
 
 
 def _keras_model_class() -> Any:

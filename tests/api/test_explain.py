@@ -32,6 +32,13 @@ def mlp(path):
     return mb._save(mb.keras.Model(x, mb.keras.layers.Dense(3, activation="softmax", name="probs")(h)), path)
 
 
+def bucketed(path):
+    """features (4) -> Discretization: integer bucket ids, an output with no gradient."""
+    x = mb.keras.Input((4,), name="features")
+    return mb._save(mb.keras.Model(x, mb.keras.layers.Discretization(bin_boundaries=[0.0, 1.0], name="bins")(x)),
+                    path)
+
+
 def tflite(path, keras_file):
     """The .tflite file of `keras_file` (served by LiteRT alone)."""
     from app.serving.loader import load_model_file
@@ -54,6 +61,8 @@ def explain_app(tmp_path_factory):
     mb.tokens_lstm(root / "tokens.keras")
     mb.cnn(root / "cnn.keras")
     mb.int64_identity(root / "ids.keras")
+    bucketed(root / "bucketed.keras")
+    mb.tf_keras_h5(root / "legacy.h5")
     tflite(root / "lite" / "1" / "model.tflite", mb.dense(tmp_path_factory.mktemp("src") / "dense.keras"))
     application = create_app({"TESTING": True, "MODEL_DIR": root, "STRICT_READINESS": False,
                               "MAX_EXPLAIN_ROWS": 4, "MAX_EXPLAIN_STEPS": 128})
@@ -145,18 +154,25 @@ def test_token_inputs_are_attributed_over_the_embedding_and_summed_over_its_last
     assert row["completeness"]["relative"] < 0.01
 
 
+def test_a_model_loaded_by_tf_keras_is_explained_too(post):
+    answer = post({"model": "legacy", "instances": [[0.5, -1.0, 2.0, 0.1, 1.5]], "steps": 64}).get_json()
+    (row,) = answer["explanations"]
+    assert row["completeness"]["relative"] < 0.01 and len(next(iter(row["attributions"].values()))) == 5
+
+
 def test_a_cnn_answers_one_attribution_per_pixel(post):
     image = np.random.default_rng(0).random((1, 28, 28, 1)).tolist()
     answer = post({"model": "cnn", "instances": image, "method": "saliency"}).get_json()
     assert np.array(answer["explanations"][0]["attributions"]["image"]).shape == (28, 28, 1)
 
 
-@pytest.mark.parametrize("model", ["lite", "ids"])
-def test_a_litert_only_version_or_a_model_without_gradients_is_refused_naming_why(post, model):
+@pytest.mark.parametrize("model, why", [("lite", "LiteRT"), ("ids", "feeds no Embedding"),
+                                         ("bucketed", "no gradient")])
+def test_a_litert_only_version_or_a_model_without_gradients_is_refused_naming_why(post, model, why):
     response = post({"model": model, "instances": [[1, 2, 3, 4]]})
     error = response.get_json()["error"]
     assert response.status_code == 400 and error["code"] == "explain_unavailable"
-    assert ("LiteRT" in error["message"]) if model == "lite" else ("Embedding" in error["message"])
+    assert why in error["message"]
     v1 = post({"instances": [[1, 2, 3, 4]]}, f"/v1/models/{model}:explain")
     assert v1.status_code == 400 and "error" in v1.get_json()
 
