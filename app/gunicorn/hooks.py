@@ -17,7 +17,6 @@ from app.settings import load_settings
 
 def on_starting(server: Any) -> None:
     """(master) Refuse to start without a readable SERVING_MODEL_DIR: one clear line, exit 1."""
-    multiproc.prepare_folder()  # the metric files' folder, empty, before any worker forks
     try:
         check_model_dir(load_settings().model_dir)
     except ConfigError as exc:
