@@ -91,6 +91,8 @@ def _row(name: str, value: Any, array: np.ndarray, dtype: np.dtype) -> np.ndarra
     if not np.all(np.isfinite(row)) or (np.issubdtype(dtype, np.integer) and not np.all(row == np.round(row))):
         raise _bad_baseline(f"the baseline of {name!r} must hold finite numbers"
                             + (" (token ids: integers)" if np.issubdtype(dtype, np.integer) else ""))
+    if np.issubdtype(dtype, np.floating) and np.any(np.abs(row) > np.finfo(dtype).max):
+        raise _bad_baseline(f"the baseline of {name!r} does not fit its dtype {dtype}")
     return np.broadcast_to(row, shape).astype(dtype)
 
 

@@ -131,6 +131,11 @@ class Explainer:
         for spec, dtype in zip(self.signature.inputs, self.dtypes):
             layer = self.embeddings.get(spec.name)
             value = arrays[spec.name]
+            if layer is not None and value.size and not 0 <= value.min() <= value.max() < layer.input_dim:
+                raise errors.InvalidRequest(f"token ids of {spec.name!r} (input or baseline) must be from 0 to "
+                                            f"{layer.input_dim - 1}, the Embedding's vocabulary",
+                                            {"input": spec.name, "input_dim": int(layer.input_dim)},
+                                            code="invalid_tokens")
             out.append(np.asarray(layer(value.astype(spec.dtype))) if layer is not None
                        else value.astype(dtype.as_numpy_dtype))
         return out

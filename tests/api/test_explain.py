@@ -160,6 +160,12 @@ def test_a_model_loaded_by_tf_keras_is_explained_too(post):
     assert row["completeness"]["relative"] < 0.01 and len(next(iter(row["attributions"].values()))) == 5
 
 
+@pytest.mark.parametrize("change", [{"instances": [[1, 5, 3, 0, 0, 2, 7, 9, 4, 20]]}, {"baseline": -1}])
+def test_token_ids_outside_the_embedding_s_vocabulary_answer_400(post, change):
+    response = post({"model": "tokens", "instances": [[1] * 10], **change})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_tokens"
+
+
 def test_a_cnn_answers_one_attribution_per_pixel(post):
     image = np.random.default_rng(0).random((1, 28, 28, 1)).tolist()
     answer = post({"model": "cnn", "instances": image, "method": "saliency"}).get_json()
@@ -183,6 +189,7 @@ def test_a_litert_only_version_or_a_model_without_gradients_is_refused_naming_wh
     ({"target": "nope"}, "invalid_target"),
     ({"baseline": [0, 0]}, "invalid_baseline"),
     ({"baseline": "ones"}, "invalid_baseline"),
+    ({"baseline": 1e300}, "invalid_baseline"),
     ({"instances": [[1, 2, 3, 4]] * 5}, "too_many_rows"),
     ({"steps": 129}, "invalid_steps"),
     ({"steps": 0}, "invalid_steps"),
