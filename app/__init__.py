@@ -11,11 +11,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from werkzeug.exceptions import HTTPException
 
     from app import errors, observability
-    from app.api import explain, native, responses, tfserving, v2
+    from app.api import docs, explain, native, responses, tfserving, v2
     from app.api.admission import LoadShedder
     from app.api.auth import RequireTokens
     from app.api.dataplane import DataPlane
     from app.api.request_ids import TagRequestIds
+    from app.api.routing import VersionConverter
     from app.cli import models_cli
     from app.logs import configure_logging
     from app.observability.metrics import observed_loader
@@ -38,12 +39,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         loading_wait=settings.loading_wait)
     dataplane = DataPlane(registry, settings.max_request_rows)
     app.extensions.update(settings=settings, registry=registry, dataplane=dataplane)
-    for blueprint in (native.bp, tfserving.bp, v2.bp, explain.bp):
+    app.url_map.converters["int"] = VersionConverter  # before the routes: a version beyond 64 bits is no route
+    for blueprint in (native.bp, tfserving.bp, v2.bp, docs.bp, explain.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(models_cli)
 
     app.register_error_handler(errors.ServingError, responses.error_response)
-    app.register_error_handler(HTTPException, lambda exc: responses.error_response(responses.http_error(exc)))
+    app.register_error_handler(HTTPException, responses.http_error_response)
     app.register_error_handler(Exception, responses.internal_error)
     app.make_default_options_response = responses.options_response  # type: ignore[method-assign]
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import orjson
 from flask import Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app import errors
 from app.api.request_ids import request_id_for
@@ -81,6 +81,14 @@ def http_error(exc: HTTPException) -> errors.ServingError:
     if exc.code and kind is errors.BadRequest:
         error.status = exc.code
     return error
+
+
+def http_error_response(exc: HTTPException) -> Response:
+    """Werkzeug's routing and body errors in the surface's shape; a 405 names the route's methods in `Allow`."""
+    response = error_response(http_error(exc))
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return response
 
 
 def request_id() -> str:
