@@ -37,6 +37,9 @@ errorlog = "-"
 logger_class = "app.observability.gunicorn_logs.ServingLogger"  # JSON lines with SERVING_LOG_FORMAT=json
 loglevel = _settings.log_level
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# No gunicornc control socket: nothing here uses it, and its default path ($HOME/.gunicorn) is shared by
+# every instance on the machine and not writable in the image.
+control_socket_disable = True
 # TLS belongs at the load balancer; these serve HTTPS here for those who need it (docs/operations.md).
 certfile = str(_settings.certfile) if _settings.certfile else None
 keyfile = str(_settings.keyfile) if _settings.keyfile else None

@@ -38,8 +38,9 @@ def running_server(model_dir: Path, env: dict[str, str] | None = None, *, ready_
                    wait_ready: bool = True, app: str = "wsgi:app"):
     """Yield the base URL of a gunicorn serving `model_dir`; stop it (SIGTERM) afterwards."""
     port = free_port()
+    # gRPC off unless a test asks for it: every server on SO_REUSEPORT's default port would share it.
     full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_MODEL_DIR": str(model_dir),
-                **(env or {})}
+                "SERVING_GRPC_PORT": "0", **(env or {})}
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(gunicorn_command(app), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
