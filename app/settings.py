@@ -80,9 +80,6 @@ class Settings(BaseSettings):
     grpc_max_connection_age: NonNegativeFloat = Field(60.0, description=(
         "Seconds before a gRPC connection is asked to reconnect, so load rebalances between workers (0: never)."))
     grpc_threads: PositiveInt = Field(8, description="Threads per worker serving gRPC calls.")
-    translate_lambda: bool = Field(True, description=(
-        "When true, a Lambda layer whose stored bytecode fits the translator's grammar is served as an "
-        "expression (the bytecode is read, never run); false leaves every Lambda to safe mode."))
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _stripped(str.upper)] = Field(
         "INFO", description="Log level of the `app` loggers.")
     log_format: Annotated[Literal["text", "json"], _stripped(str.lower)] = Field("text", description=(
@@ -97,9 +94,11 @@ class Settings(BaseSettings):
     require_token: bool = Field(False, description=(
         "When true, inference and metadata need a token too (health endpoints never do)."))
     metrics_token_required: bool = Field(False, description="When true, `/metrics` needs a token.")
+    translate_lambda: bool = Field(True, description=(
+        "When true, a Lambda layer whose stored bytecode fits the translator's grammar is served as an "
+        "expression (the bytecode is read, never run); false leaves every Lambda to safe mode."))
     allow_custom_code: bool = Field(False, description=(
         "When true, a model's `custom_objects.py` is imported and run; otherwise that version is FAILED."))
-
     max_explain_rows: PositiveInt = Field(16, description=(
         "Most rows one `/explain` request may carry; more get 400 `too_many_rows`."))
     max_explain_steps: PositiveInt = Field(256, description=(
