@@ -22,7 +22,7 @@ from app.api.native import says_json
 from app.api.responses import json_response
 from app.api.schemas import load_predict_request
 from app.api.tfserving import DEFAULT_SIGNATURE
-from app.observability.facts import note_rows, note_servable
+from app.observability.facts import note_explain_method, note_rows, note_servable
 from app.serving.explain_lane import ExplainLane
 from app.serving.tensors import conform
 
@@ -81,6 +81,7 @@ def explain_request(decoded: InferRequest, options: dict[str, Any]) -> dict[str,
     """Run one explanation: options, model, inputs (rows up to SERVING_MAX_EXPLAIN_ROWS), then the lane."""
     config = settings()
     method, steps = method_and_steps(options, config.max_explain_steps)
+    note_explain_method(method)  # for keras_serve_explain_* and the access line
     servable = dataplane().resolve(decoded.model, decoded.version)
     note_servable(servable.name, servable.version)  # for the access line
     signature = servable.signature

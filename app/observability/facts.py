@@ -13,7 +13,8 @@ import threading
 class RequestFacts:
     """The facts of one request; None where nothing was learnt."""
 
-    __slots__ = ("model", "version", "rows", "queue_seconds", "error", "status", "headers")
+    __slots__ = ("model", "version", "rows", "queue_seconds", "error", "status", "headers", "explain_method",
+                 "protocol")
 
     def __init__(self) -> None:
         self.model: str | None = None
@@ -23,6 +24,8 @@ class RequestFacts:
         self.error: str | None = None  # the error code of the answer
         self.status = "500 INTERNAL SERVER ERROR"
         self.headers: list[tuple[str, str]] = []
+        self.explain_method: str | None = None  # integrated_gradients, saliency or gradient_x_input
+        self.protocol: str | None = None  # native, tfserving, v2 or grpc (None: not inference or explain)
 
 
 _NOWHERE = RequestFacts()  # notes outside an observed request land here and are never read
@@ -59,3 +62,8 @@ def note_rows(rows: int) -> None:
 def note_error(code: str) -> None:
     """The request is answered with this error code."""
     current().error = code
+
+
+def note_explain_method(method: str) -> None:
+    """The explanation runs with this attribution method."""
+    current().explain_method = method

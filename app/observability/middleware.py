@@ -3,7 +3,9 @@
 It wraps the whole app (outside the request ids, the tokens and the load shedder), so every answer
 is counted and logged, a 429 of the shedder too. The rest of the request path notes what it learns
 in this thread's `RequestFacts` (app.observability.facts); this reads them once the app answered.
-Only inference requests are counted in `keras_serve_requests_total` and its histograms.
+Only inference requests are counted in `keras_serve_requests_total` and its histograms; explanations
+in `keras_serve_explain_*` (kept out of the prediction latency). gRPC calls (app.api.grpc.status.rpc)
+go through `record_call` of `observer`, the one the app factory made.
 """
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from app.api.request_ids import ENVIRON_KEY
 from app.gunicorn.queue_wait import queue_wait
 from app.observability import facts as request_facts
 from app.observability import metrics
 from app.observability.facts import RequestFacts
 
+observer: ObserveRequests | None = None  # the app's observer, for the gRPC calls of its worker
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ACCESS_LOG = logging.getLogger("app.access")
 # Error codes (else statuses) that count as a refusal in keras_serve_rejected_requests_total, by reason.
@@ -25,6 +30,21 @@ REJECTION_CODES = {"overloaded": "overloaded", "deadline_exceeded": "deadline_ex
                    "payload_too_large": "too_large", "too_many_rows": "too_large",
                    "model_not_available": "unavailable"}
 REJECTION_STATUSES = {"429": "overloaded", "504": "deadline_exceeded", "413": "too_large", "503": "unavailable"}
+EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+EXPLAIN_REQUESTS = Counter("keras_serve_explain_requests", "Explanations answered, by surface, method and HTTP status.",
+                           ("protocol", "method", "code", *metrics.MODEL))
+EXPLAIN_SECONDS = Histogram("keras_serve_explain_duration_seconds",
+                            "Time from an explanation request reaching the app to its answer.",
+                            ("protocol", "method", *metrics.MODEL), buckets=EXPLAIN_BUCKETS)
+
+
+def explain_protocol_of(method: str, path: str) -> str | None:
+    """The surface of an explanation request (native, tfserving), None for any other request."""
+    if method != "POST":
+        return None
+    if path == "/explain":
+        return "native"
+    return "tfserving" if path.startswith("/v1/models/") and path.endswith(":explain") else None
 
 
 def protocol_of(method: str, path: str) -> str | None:
@@ -61,6 +81,19 @@ class RequestMetrics:
             duration = self._durations[key] = metrics.REQUEST_SECONDS.labels(protocol, *metrics.model_labels(
                 model, version))
         metrics.TALLY.end(counter, duration, seconds)
+        self.count_rejection(code, facts)
+
+    def record_explain(self, protocol: str, facts: RequestFacts, seconds: float) -> None:
+        """Count one answered explanation and observe its duration (the prediction metrics untouched)."""
+        code, method = facts.status[:3], facts.explain_method or ""
+        model = metrics.model_labels(facts.model, facts.version)
+        metrics.TALLY.count(EXPLAIN_REQUESTS.labels(protocol, method, code, *model))
+        metrics.TALLY.observe(EXPLAIN_SECONDS.labels(protocol, method, *model), seconds)
+
+    @staticmethod
+    def count_rejection(code: str, facts: RequestFacts) -> None:
+        """A refusal in keras_serve_rejected_requests_total, when the answer is one."""
+        model, version = facts.model, facts.version
         if code[0] != "2":
             reason = REJECTION_CODES.get(facts.error or "") or REJECTION_STATUSES.get(code)
             if reason is not None:
@@ -76,33 +109,40 @@ class ObserveRequests:
         self.access_log, self.json_lines = access_log, json_lines
         if access_log:
             ACCESS_LOG.setLevel(logging.INFO)  # SERVING_ACCESS_LOG decides, whatever SERVING_LOG_LEVEL says
+        global observer
+        observer = self  # the gRPC calls of this worker are observed by it too
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = perf_counter()
-        protocol = protocol_of(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        protocol, explaining = protocol_of(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")), False
+        if protocol is None:
+            protocol = explain_protocol_of(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+            explaining = protocol is not None
         counted = self.metrics if protocol is not None else None
+        record = None if counted is None else counted.record_explain if explaining else counted.record
         if counted is None and not self.access_log:
             return self.wsgi_app(environ, start_response)
         facts = request_facts.begin()
+        facts.protocol = protocol
 
         def start_observed(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             facts.status, facts.headers = status, headers
             return start_response(status, headers, exc_info)
 
-        if counted is not None:
-            metrics.TALLY.begin()
+        if counted is not None and not explaining:
+            metrics.TALLY.begin()  # in flight: inference requests only
         try:
             body = self.wsgi_app(environ, start_observed)
         except BaseException:
-            if counted is not None:
+            if record is not None:
                 facts.status = "500 INTERNAL SERVER ERROR"
-                counted.record(protocol, facts, perf_counter() - started)  # type: ignore[arg-type]
+                record(protocol, facts, perf_counter() - started)  # type: ignore[arg-type]
             raise
         finally:
             request_facts.end()
         seconds = perf_counter() - started
-        if counted is not None:
-            counted.record(protocol, facts, seconds)  # type: ignore[arg-type]  # set with counted
+        if record is not None:
+            record(protocol, facts, seconds)  # type: ignore[arg-type]  # set with record
         if self.access_log:
             self.write_access_line(environ, facts, seconds)
         return body
@@ -112,7 +152,8 @@ class ObserveRequests:
         waited = queue_wait()
         line = {
             "request_id": environ.get(ENVIRON_KEY), "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"), "status": int(facts.status[:3]), "model": facts.model,
+            "path": environ.get("PATH_INFO"), "protocol": facts.protocol, "explain_method": facts.explain_method,
+            "status": int(facts.status[:3]), "model": facts.model,
             "version": facts.version, "rows": facts.rows, "duration_ms": round(seconds * 1000.0, 3),
             "queue_ms": None if facts.queue_seconds is None else round(facts.queue_seconds * 1000.0, 3),
             "wait_ms": None if waited is None else round(waited * 1000.0, 3),
@@ -121,6 +162,17 @@ class ObserveRequests:
             "remote_addr": environ.get("REMOTE_ADDR"), "user_agent": environ.get("HTTP_USER_AGENT"),
             "error": facts.error,
         }
+        self.write_line(line)
+
+    def record_call(self, facts: RequestFacts, counted: bool, seconds: float, line: Callable[[], dict]) -> None:
+        """A gRPC call answered: counted as protocol grpc when `counted`, and its access line (`line()`)."""
+        if counted and self.metrics is not None:
+            self.metrics.record("grpc", facts, seconds)
+        if self.access_log:
+            self.write_line(line())
+
+    def write_line(self, line: dict[str, Any]) -> None:
+        """Log one access line: JSON fields in json mode, `key=value` words in text mode."""
         if self.json_lines:
             ACCESS_LOG.info("%s %s %s", line["method"], line["path"], line["status"], extra=line)
         else:

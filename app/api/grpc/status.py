@@ -1,14 +1,17 @@
-"""ServingErrors as gRPC status codes, and the wrapper every RPC runs in (errors, token)."""
+"""ServingErrors as gRPC status codes, and the wrapper every RPC runs in (errors, token, metrics, access line)."""
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import grpc
 
 from app import errors
+from app.observability import facts as request_facts
+from app.observability import metrics, middleware
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,11 @@ STATUS_CODES: dict[int, grpc.StatusCode] = {
 }
 
 Method = Callable[[Any, Any, grpc.ServicerContext], Any]
+# The inference RPCs, counted in keras_serve_requests_total{protocol="grpc"} like POST /predict.
+INFERENCE_RPCS = frozenset({"ModelInfer", "Predict"})
+SERVICE_OF = {"InferenceServicer": "inference.GRPCInferenceService",
+              "PredictionServicer": "tensorflow.serving.PredictionService",
+              "ModelServicer": "tensorflow.serving.ModelService"}
 
 
 def status_code(error: errors.ServingError) -> grpc.StatusCode:
@@ -49,10 +57,19 @@ class TokenGuard:
 
 
 def rpc(path: Callable[[Any], str] | None = None) -> Callable[[Method], Method]:
-    """Wrap a servicer method: token check (when `path` names the REST route it stands for), errors as statuses."""
+    """Wrap a servicer method: token check (when `path` names the REST route it stands for), errors as statuses,
+    and, when the app observes requests, the metrics and the access line of the call (`observed`)."""
     def decorate(method: Method) -> Method:
+        counted = method.__name__ in INFERENCE_RPCS
+
         @functools.wraps(method)
         def call(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            observer = middleware.observer
+            if observer is None:
+                return answer(self, request, context)
+            return observed(observer, counted, method.__name__, answer, self, request, context)
+
+        def answer(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 if path is not None and self.guard.active:
                     self.guard.check(context, path(request))
@@ -60,9 +77,51 @@ def rpc(path: Callable[[Any], str] | None = None) -> Callable[[Method], Method]:
             except errors.ServingError as exc:
                 if isinstance(exc, errors.Overloaded):
                     context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
+                request_facts.current().error, request_facts.current().status = exc.code, f"{exc.status} "
                 context.abort(status_code(exc), exc.message)
             except Exception:  # a bug: log it, answer INTERNAL without a traceback
                 log.exception("unhandled error in gRPC %s", method.__name__)
                 context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
         return call
     return decorate
+
+
+def observed(observer: Any, counted: bool, name: str, answer: Method, servicer: Any, request: Any,
+             context: grpc.ServicerContext) -> Any:
+    """Run one call with request facts, counted (`counted`) and logged by the app's observer.
+
+    The code label is HTTP-like: 200 for OK, else the HTTP status REST answers for the same ServingError
+    (see STATUS_CODES: 400 INVALID_ARGUMENT, 404 NOT_FOUND, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, ...;
+    413 for too many rows, which gRPC answers INVALID_ARGUMENT), 500 for an unhandled error (INTERNAL).
+    """
+    started = perf_counter()
+    facts = request_facts.begin()
+    facts.protocol, facts.status = "grpc", "500 "
+    counting = counted and observer.metrics is not None
+    if counting:
+        metrics.TALLY.begin()
+    try:
+        response = answer(servicer, request, context)
+        facts.status = "200 "
+        return response
+    finally:
+        request_facts.end()
+        observer.record_call(facts, counting, perf_counter() - started,
+                             lambda: access_line(facts, name, servicer, context, perf_counter() - started))
+
+
+def access_line(facts: request_facts.RequestFacts, name: str, servicer: Any, context: grpc.ServicerContext,
+                seconds: float) -> dict[str, Any]:
+    """The access line of one call: the WSGI line's fields, path the full method name, protocol grpc."""
+    metadata = dict(context.invocation_metadata())
+    peer = context.peer()  # ipv4:127.0.0.1:5000, ipv6:[::1]:5000
+    return {
+        "request_id": metadata.get("x-request-id"), "method": "POST",
+        "path": f"/{SERVICE_OF.get(type(servicer).__name__, type(servicer).__name__)}/{name}", "protocol": "grpc",
+        "explain_method": None, "status": int(facts.status[:3]), "model": facts.model, "version": facts.version,
+        "rows": facts.rows, "duration_ms": round(seconds * 1000.0, 3),
+        "queue_ms": None if facts.queue_seconds is None else round(facts.queue_seconds * 1000.0, 3),
+        "wait_ms": None, "bytes_in": None, "bytes_out": None,
+        "remote_addr": peer.split(":", 1)[1].rsplit(":", 1)[0].strip("[]") if ":" in peer else peer,
+        "user_agent": metadata.get("user-agent"), "error": facts.error,
+    }
