@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     access_log: bool | None = Field(None, description=(
         "One access line per request (request id, status, model, rows, latency); unset: on with json logs."))
     metrics: bool = Field(True, description="When false, no Prometheus metrics are kept and `/metrics` is 404.")
+    traces: bool = Field(True, description=(
+        "When false, no OpenTelemetry traces even with `OTEL_TRACES_EXPORTER` set (unset or `none`: off)."))
     api_tokens: SecretStr | None = Field(None, description=(
         "Bearer tokens, comma-separated, for `Authorization: Bearer TOKEN` (never logged)."))
     api_tokens_file: Path | None = Field(None, description=(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from app import errors
+from app.observability import tracing
 from app.observability.facts import note_rows, note_servable
 from app.serving.registry import ModelRegistry
 from app.serving.servable import ServableVersion
@@ -77,7 +78,10 @@ class DataPlane:
         assert signature is not None and servable.batcher is not None  # resolve() answers AVAILABLE ones
         arrays, rows = conform(bind_inputs(request, signature), signature, self.max_request_rows)
         note_rows(rows)
-        outputs = servable.batcher.submit(arrays, rows)
+        if tracing.tracer is None:
+            outputs = servable.batcher.submit(arrays, rows)
+        else:  # child spans of the request's: the queue wait and the forward pass
+            outputs = tracing.traced_submit(servable.batcher.submit, arrays, rows)
         return InferResponse(servable.name, servable.version, select_outputs(outputs, request.outputs), rows,
                              request.id)
 

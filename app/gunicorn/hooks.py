@@ -9,7 +9,7 @@ from typing import Any
 from app.errors import ConfigError
 from app.gunicorn.grpc_server import start_grpc, stop_grpc
 from app.gunicorn.worker import READINESS
-from app.observability import multiproc, stderr_relay
+from app.observability import multiproc, stderr_relay, tracing
 from app.observability.gunicorn_logs import json_logs
 from app.serving.source import check_model_dir
 from app.settings import load_settings
@@ -44,6 +44,7 @@ def post_worker_init(worker: Any) -> None:
     """Start loading the models; hide TensorFlow's ~330k long-lived objects from the GC (a full
     collection took ~190 ms, the p99)."""
     gc.freeze()
+    tracing.setup(load_settings().traces)  # OpenTelemetry from the OTEL_* variables, when on (after the fork)
     registry = _registry(worker)
     if registry is not None:  # start loading now (waiting 0 s starts it), and freeze again once loaded
         registry.wait_until_settled(0)

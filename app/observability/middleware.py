@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from app.api.request_ids import ENVIRON_KEY
 from app.gunicorn.queue_wait import queue_wait
 from app.observability import facts as request_facts
-from app.observability import metrics
+from app.observability import metrics, tracing
 from app.observability.facts import RequestFacts
 
 observer: ObserveRequests | None = None  # the app's observer, for the gRPC calls of its worker
@@ -120,10 +120,12 @@ class ObserveRequests:
             explaining = protocol is not None
         counted = self.metrics if protocol is not None else None
         record = None if counted is None else counted.record_explain if explaining else counted.record
-        if counted is None and not self.access_log:
+        traced = tracing.tracer is not None
+        if counted is None and not self.access_log and not traced:
             return self.wsgi_app(environ, start_response)
         facts = request_facts.begin()
         facts.protocol = protocol
+        span, token = tracing.start_request(environ) if traced else (None, None)
 
         def start_observed(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             facts.status, facts.headers = status, headers
@@ -140,14 +142,17 @@ class ObserveRequests:
             raise
         finally:
             request_facts.end()
+            if span is not None:
+                tracing.end_request(span, token, facts)
         seconds = perf_counter() - started
         if record is not None:
             record(protocol, facts, seconds)  # type: ignore[arg-type]  # set with record
         if self.access_log:
-            self.write_access_line(environ, facts, seconds)
+            self.write_access_line(environ, facts, seconds, tracing.trace_id_of(span))
         return body
 
-    def write_access_line(self, environ: dict[str, Any], facts: RequestFacts, seconds: float) -> None:
+    def write_access_line(self, environ: dict[str, Any], facts: RequestFacts, seconds: float,
+                          trace_id: str | None = None) -> None:
         """One line: JSON fields in json mode, the same facts as `key=value` words in text mode."""
         waited = queue_wait()
         line = {
@@ -160,7 +165,7 @@ class ObserveRequests:
             "bytes_in": _int_or_none(environ.get("CONTENT_LENGTH")),
             "bytes_out": _int_or_none(next((v for k, v in facts.headers if k.lower() == "content-length"), None)),
             "remote_addr": environ.get("REMOTE_ADDR"), "user_agent": environ.get("HTTP_USER_AGENT"),
-            "error": facts.error,
+            "error": facts.error, "trace_id": trace_id,
         }
         self.write_line(line)
 
