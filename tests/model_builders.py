@@ -188,7 +188,7 @@ def truncated_h5(path: Path) -> Path:
 
 
 def lambda_h5(path: Path) -> Path:
-    """A Keras 2 HDF5 file with a Lambda layer (bytecode of this Python) that the translator refuses: it calls `float`."""
+    """A Keras 2 HDF5 file with a Lambda layer (bytecode of this Python) the translator refuses: it calls `float`."""
     import tf_keras
 
     model = tf_keras.Sequential([tf_keras.layers.Lambda(lambda x: x * float(2), input_shape=(3,), name="double"),
