@@ -74,13 +74,15 @@ def _client(base: str, sent: list[Sent], stop: threading.Event, keep_alive: bool
             time.sleep(0.01)
 
 
-def _prober(base: str, probes: list[tuple[float, int | None]], stop: threading.Event) -> None:
+def _prober(base: str, probes: list[tuple[float, float, int | None]], stop: threading.Event) -> None:
+    """(sent, answered, status) of each probe: one sent just before the signal may be answered after it."""
     while not stop.is_set():
-        at = time.monotonic()
+        sent = time.monotonic()
         try:
-            probes.append((at, requests.get(base + "/health/ready", timeout=5).status_code))
+            status: int | None = requests.get(base + "/health/ready", timeout=5).status_code
         except requests.RequestException:
-            probes.append((at, None))
+            status = None
+        probes.append((sent, time.monotonic(), status))
         time.sleep(0.02)
 
 
@@ -89,7 +91,7 @@ def test_sigterm_drains_keep_alive_clients_without_a_failure_and_exits_0(model_d
     proc, base = _start(model_dir, SERVING_DRAIN_SECONDS=str(drain_seconds),
                         GUNICORN_GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT))
     sent: list[Sent] = []
-    probes: list[tuple[float, int | None]] = []
+    probes: list[tuple[float, float, int | None]] = []
     stop = threading.Event()
     threads = [threading.Thread(target=_client, args=(base, sent, stop, n % 4 != 3)) for n in range(CLIENTS)]
     threads.append(threading.Thread(target=_prober, args=(base, probes, stop)))
@@ -109,11 +111,11 @@ def test_sigterm_drains_keep_alive_clients_without_a_failure_and_exits_0(model_d
             os.killpg(proc.pid, signal.SIGKILL)
     assert returncode == 0
     assert exited - signalled < drain_seconds + GRACEFUL_TIMEOUT
-    turned = min(at for at, status in probes if status != 200)  # the first probe not answered 200
+    turned = min(answered for _, answered, status in probes if status != 200)  # the first answer not 200
     assert turned >= signalled
     # Sent before readiness turned: before SIGTERM, or before a probe that was still answered 200 (the
     # flip came after that probe was sent; a later request may find the listener closed when not draining).
-    flip_after = max([signalled] + [at for at, status in probes if status == 200])
+    flip_after = max([signalled] + [sent for sent, _, status in probes if status == 200])
     before = [s for s in sent if s.at < flip_after]
     failed = [s for s in before if s.status != 200]
     after = [s for s in sent if s.at >= flip_after]
@@ -122,7 +124,7 @@ def test_sigterm_drains_keep_alive_clients_without_a_failure_and_exits_0(model_d
           f"{exited - signalled:.1f} s after SIGTERM (graceful timeout {GRACEFUL_TIMEOUT} s)")
     assert len(before) > 100 and failed == []
     if drain_seconds:  # while draining, readiness says 503 and every answer closes its connection
-        assert any(status == 503 for _, status in probes)
+        assert any(status == 503 for _, _, status in probes)
         draining = [s for s in after if s.at > turned + 0.5 and s.status == 200]
         assert draining and all(s.closes for s in draining)
 
