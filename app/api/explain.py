@@ -18,7 +18,7 @@ from app.api.context import dataplane, settings
 from app.api.dataplane import InferRequest, bind_inputs
 from app.api.explain_options import OPTION_KEYS, method_and_steps, options_for
 from app.api.instances import decode_tensors
-from app.api.native import says_json
+from app.api.native import require_json
 from app.api.responses import json_response
 from app.api.schemas import load_predict_request
 from app.api.tfserving import DEFAULT_SIGNATURE
@@ -44,10 +44,7 @@ def lane() -> ExplainLane:
 
 def decode_native(http: Request) -> tuple[InferRequest, dict[str, Any]]:
     """A /explain body: the /predict envelope plus the explain options at its top level."""
-    if not says_json(http.environ):
-        raise errors.UnsupportedMediaType(
-            f"send the body as application/json (got {http.mimetype or 'no Content-Type'})",
-            {"content_type": http.mimetype or None})
+    require_json(http)
     body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
     envelope = json_body.fields(document)

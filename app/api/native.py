@@ -19,10 +19,7 @@ bp = Blueprint("native", __name__)
 
 def decode(http: Request) -> InferRequest:
     """A /predict body: {"model", "version", and "instances" (rows) or "inputs" (columns)}."""
-    if not says_json(http.environ):
-        raise errors.UnsupportedMediaType(
-            f"send the body as application/json (got {http.mimetype or 'no Content-Type'})",
-            {"content_type": http.mimetype or None})
+    require_json(http)
     body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
     envelope = load_predict_request(json_body.fields(document))
@@ -38,6 +35,14 @@ def encode(decoded: InferRequest, response: InferResponse) -> Response:
     else:
         body["outputs"] = as_columns(response.outputs)
     return json_response(body)
+
+
+def require_json(http: Request) -> None:
+    """415 unless the body says it is JSON."""
+    if not says_json(http.environ):
+        raise errors.UnsupportedMediaType(
+            f"send the body as application/json (got {http.mimetype or 'no Content-Type'})",
+            {"content_type": http.mimetype or None})
 
 
 def says_json(environ: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from app import errors
 from app.api import json_body
 from app.api.dataplane import InferRequest, InferResponse, RequestedOutput
 from app.api.responses import JSON_OPTIONS
-from app.api.v2_datatypes import DATATYPES, SUPPORTED, datatype_of
+from app.api.v2_datatypes import DATATYPES, datatype_of, numpy_dtype
 from app.serving.tensors import check_finite
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -65,7 +65,7 @@ def _input_spec(spec: Any, index: int) -> tuple[str, np.dtype, list[int], int | 
     name, datatype, shape = fields.get("name"), fields.get("datatype"), json_body.plain(fields.get("shape"))
     if not isinstance(name, str) or not name:
         raise errors.InvalidRequest(f"inputs[{index}] must be an object with a `name`")
-    dtype = _dtype(datatype, name)
+    dtype = numpy_dtype(datatype, name)
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise errors.InvalidRequest(f"input {name!r} needs a `shape`: a list of non-negative integers")
     params = _params(fields, f"input {name!r}")
@@ -125,16 +125,6 @@ def _params(holder: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise errors.InvalidRequest(f"`parameters` of {where} must be an object")
     return params
-
-
-def _dtype(datatype: Any, name: str) -> np.dtype:
-    if datatype == "BYTES":
-        raise errors.BadRequest(f"input {name!r} is BYTES: string tensors are not supported; the models take "
-                                f"numeric tensors ({SUPPORTED})", code="unsupported_datatype")
-    if datatype not in DATATYPES:
-        raise errors.BadRequest(f"input {name!r} has datatype {datatype!r}; supported: {SUPPORTED}",
-                                code="unsupported_datatype")
-    return DATATYPES[datatype]
 
 
 def _bool_array(data: Any, name: str) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 from app import errors
 from app.api.dataplane import InferRequest, InferResponse, RequestedOutput
 from app.api.grpc import grpc_predict_v2_pb2 as pb
-from app.api.v2_datatypes import DATATYPES, SUPPORTED, datatype_of
+from app.api.v2_datatypes import DATATYPES, datatype_of, numpy_dtype
 from app.serving.tensors import check_finite
 
 # V2 datatype -> the InferTensorContents field that carries it typed (FP16 travels raw only).
@@ -51,7 +51,7 @@ def decode(message: pb.ModelInferRequest) -> InferRequest:
             raise errors.BadRequest("shared-memory inputs are not supported; send raw or typed contents")
         if any(dim < 0 for dim in tensor.shape):
             raise errors.InvalidRequest(f"input {tensor.name!r} needs a shape of non-negative integers")
-        specs.append((tensor.name, _dtype(tensor.datatype, tensor.name), tuple(tensor.shape)))
+        specs.append((tensor.name, numpy_dtype(tensor.datatype, tensor.name), tuple(tensor.shape)))
     envelope = dict(model=message.model_name or None, version=version_number(message.model_version),
                     outputs=_requested_outputs(message.outputs), id=message.id or None,
                     parameters=parameters(message.parameters))
@@ -62,16 +62,6 @@ def decode(message: pb.ModelInferRequest) -> InferRequest:
     except errors.ServingError as exc:  # a bad tensor is an input error: after the model is known
         return InferRequest(**envelope, input_error=exc)
     return InferRequest(**envelope, inputs=inputs)
-
-
-def _dtype(datatype: str, name: str) -> np.dtype:
-    if datatype == "BYTES":
-        raise errors.BadRequest(f"input {name!r} is BYTES: string tensors are not supported; the models take "
-                                f"numeric tensors ({SUPPORTED})", code="unsupported_datatype")
-    if datatype not in DATATYPES:
-        raise errors.BadRequest(f"input {name!r} has datatype {datatype!r}; supported: {SUPPORTED}",
-                                code="unsupported_datatype")
-    return DATATYPES[datatype]
 
 
 def _from_raw(data: bytes, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
