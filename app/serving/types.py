@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ class ModelState(str, enum.Enum):
     AVAILABLE = "AVAILABLE"
     FAILED = "FAILED"
     UNLOADING = "UNLOADING"
+    END = "END"  # not aspired (outside the version policy, or unloaded through the API): never loaded, never routed
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,15 @@ class ModelSource:
     allow_custom_code: bool = False  # import custom_objects_path (SERVING_ALLOW_CUSTOM_CODE)
     config_path: Path | None = None
     problem: str | None = None  # set when the folder layout itself is wrong
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What the source wants for one model: its aspired versions, the ones it found but does not aspire
+    (with why), its labels and the version a request naming neither version nor label gets."""
+
+    name: str
+    versions: tuple[ModelSource, ...]  # aspired, lowest first
+    not_aspired: tuple[tuple[int, str], ...] = ()  # (version, why)
+    labels: Mapping[str, int] = field(default_factory=dict)
+    default_version: int | None = None  # None: the highest version routable in every worker
