@@ -1,39 +1,35 @@
-"""Readiness for the instance, not the worker: a table in shared memory where every worker of one
-gunicorn master publishes its models' states, and which any worker reads to answer a probe.
-
-The table is made in the master (`app.gunicorn.worker` creates it at import, before any fork), so every
-worker maps the same memory. A worker writes only its own slot, the one it claimed in the connection
-table (`app.gunicorn.table`), so no lock is taken: each field is one aligned 64-bit word, and a slot
-counts only while the connection table says its worker is live. Layout: a header (draining, ready
-once, workers expected), then per slot its pid, phase (LOADING until its registry has settled), how
-many versions it aspires and how many hold readiness back, a fingerprint of its (model, version) list
-and one state code per version (the first `MAX_VERSIONS`).
+"""Readiness for the instance, not the worker: every worker of one gunicorn master publishes its models'
+states in a table in shared memory (`app.serving.readiness_table`), and any worker reads it to answer a
+probe, or to tell whether a version is AVAILABLE in every worker (the routes' rule during a rollout).
 
 The answer (`InstanceReadiness.answer`): not ready while draining (SIGTERM), with no model, until every
 expected worker has settled with nothing holding it back; once the instance has been ready, a worker
 gunicorn starts again does not count until it has settled (it accepts no connection meanwhile).
+END versions (not aspired, or unloaded through the API) never count.
 """
 from __future__ import annotations
 
-import multiprocessing
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.serving.readiness_table import (  # noqa: F401 - re-exported: the table's users import it from here
+    CODE_STATES,
+    LOADING,
+    MAX_VERSIONS,
+    SETTLED,
+    STATE_CODES,
+    ReadinessTable,
+    Slot,
+    blocks,
+    fingerprint,
+    version_key,
+)
 from app.serving.types import ModelState
 
-SLOTS = 64           # as many as the connection table
-MAX_VERSIONS = 64    # versions named per worker (more are counted, not named)
-_DRAINING, _READY_ONCE, _EXPECTED = range(3)
-_HEADER = 3
-_PID, _PHASE, _COUNT, _BLOCKING, _FINGERPRINT = range(5)
-_SLOT_FIELDS = 5 + MAX_VERSIONS
-LOADING, SETTLED = 1, 2
-STATE_CODES = {state: code for code, state in enumerate(ModelState, start=1)}
-CODE_STATES = {code: state for state, code in STATE_CODES.items()}
 NO_MODEL = "SERVING_MODEL_DIR holds no model"
+AVAILABLE = STATE_CODES[ModelState.AVAILABLE]
 
 
 @dataclass(frozen=True)
@@ -53,67 +49,6 @@ class Readiness:
         if self.workers is not None:
             out["workers"] = self.workers
         return out
-
-
-def blocks(state: ModelState, strict: bool) -> bool:
-    """Whether a version in `state` holds readiness back (FAILED only under strict readiness)."""
-    return state is not ModelState.AVAILABLE and (strict or state is not ModelState.FAILED)
-
-
-def fingerprint(keys: Sequence[tuple[str, int]]) -> int:
-    """The same number in every worker that aspires the same (model, version) list."""
-    return zlib.crc32("\n".join(f"{name}/{version}" for name, version in keys).encode())
-
-
-class ReadinessTable:
-    """The shared memory: the header and one slot per worker."""
-
-    def __init__(self, slots: int = SLOTS) -> None:
-        self.slots = slots
-        self._cells = multiprocessing.RawArray("q", _HEADER + _SLOT_FIELDS * slots)
-
-    def set_draining(self) -> None:
-        """Readiness answers 503 from now on (the master got SIGTERM)."""
-        self._cells[_DRAINING] = 1
-
-    @property
-    def draining(self) -> bool:
-        """Whether the instance is shutting down."""
-        return bool(self._cells[_DRAINING])
-
-    @property
-    def ready_once(self) -> bool:
-        """Whether the instance has been ready since the master started."""
-        return bool(self._cells[_READY_ONCE])
-
-    def publish(self, slot: int, pid: int, settled: bool, states: Sequence[tuple[str, int, ModelState]],
-                strict: bool, expected: int) -> None:
-        """Write the caller's slot: its phase and its versions' states."""
-        base = _HEADER + _SLOT_FIELDS * slot
-        self._cells[_EXPECTED] = expected
-        self._cells[base + _PID] = pid
-        for index, (_, _, state) in enumerate(states[:MAX_VERSIONS]):
-            self._cells[base + 5 + index] = STATE_CODES[state]
-        self._cells[base + _COUNT] = len(states)
-        self._cells[base + _BLOCKING] = sum(blocks(state, strict) for _, _, state in states)
-        self._cells[base + _FINGERPRINT] = fingerprint([(name, version) for name, version, _ in states])
-        self._cells[base + _PHASE] = SETTLED if settled else LOADING
-
-    def slot(self, slot: int) -> tuple[int, int, int, int, list[int]]:
-        """(pid, phase, blocking, fingerprint, state codes) of one slot."""
-        base = _HEADER + _SLOT_FIELDS * slot
-        count = min(self._cells[base + _COUNT], MAX_VERSIONS)
-        codes = list(self._cells[base + 5: base + 5 + count])
-        return (self._cells[base + _PID], self._cells[base + _PHASE], self._cells[base + _BLOCKING],
-                self._cells[base + _FINGERPRINT], codes)
-
-    def mark_ready_once(self) -> None:
-        """Remember that the instance has been ready (workers started later hold their accepts)."""
-        self._cells[_READY_ONCE] = 1
-
-    def expected(self) -> int:
-        """How many workers the instance runs (as the last worker to publish was told)."""
-        return self._cells[_EXPECTED]
 
 
 @dataclass(frozen=True)
@@ -138,20 +73,23 @@ class InstanceReadiness:
             return Readiness(False, reason="shutting down (SIGTERM)")
         if not own:
             return Readiness(False, reason=NO_MODEL)
-        ready_once, mine = self.table.ready_once, fingerprint([(name, version) for name, version, _ in own])
-        live = [(slot, *self.table.slot(slot)) for slot in range(self.table.slots)]
-        live = [row for row in live if row[2] and self.is_live(row[0], row[1])]
-        settled = [row for row in live if row[2] == SETTLED]
+        ready_once = self.table.ready_once
+        mine = {version_key(name, version): index for index, (name, version, state) in enumerate(own)
+                if state is not ModelState.END}
+        live = self.live()
+        settled = [slot for slot in live if slot.phase == SETTLED]
         counted = settled if ready_once else live
-        alike = [row for row in counted if row[4] == mine]
+        alike = [slot for slot in counted if slot.count > MAX_VERSIONS or mine.keys() <= slot.states.keys()]
         missing: Counter[tuple[int, int]] = Counter()
-        for _, _, _, _, _, codes in alike:
-            missing.update((index, code) for index, code in enumerate(codes)
-                           if blocks(CODE_STATES[code], strict))
+        unnamed = 0
+        for slot in alike:
+            missing.update((index, slot.states[key]) for key, index in mine.items()
+                           if key in slot.states and blocks(CODE_STATES[slot.states[key]], strict))
+            if slot.count > MAX_VERSIONS:
+                unnamed += slot.blocking - sum(blocks(CODE_STATES[code], strict) for code in slot.states.values())
         not_ready = [{"model": own[index][0], "version": own[index][1], "state": CODE_STATES[code].value,
                       "workers": count} for (index, code), count in sorted(missing.items())]
         other = len(counted) - len(alike)
-        unnamed = sum(row[3] for row in alike) - sum(missing.values())
         workers = {"expected": self.expected, "started": len(live), "loaded": len(settled)}
         reason = None
         if other:
@@ -162,6 +100,23 @@ class InstanceReadiness:
             reason = f"{len(settled)} of {self.expected} workers have loaded their models"
         ready = reason is None and not not_ready
         return Readiness(ready, not_ready, reason, workers)
+
+    def live(self) -> list[Slot]:
+        """The slots of every live worker (this one included once it has published)."""
+        return [slot for slot in self.table.read() if self.is_live(slot.index, slot.pid)]
+
+    def available_everywhere(self, name: str, version: int) -> bool:
+        """Whether `name` version `version` is AVAILABLE in every live worker that has settled (at least one).
+
+        Read by the lifecycle thread while a route waits for its target (one copy of the table, ~0.1 ms),
+        not per request."""
+        key = version_key(name, version)
+        settled = [slot for slot in self.live() if slot.phase == SETTLED]
+        return bool(settled) and all(slot.states.get(key) == AVAILABLE for slot in settled)
+
+    def publish_applied(self, generation: int) -> None:
+        """Tell the API's waiting worker that this worker has applied control generation `generation`."""
+        self.table.publish_applied(self.slot, generation)
 
 
 def local_readiness(own: Sequence[tuple[str, int, ModelState]], strict: bool, settled: bool) -> Readiness:

@@ -59,3 +59,50 @@ def test_draining_no_model_and_workers_that_disagree_are_not_ready_with_a_reason
     table.set_draining()
     answer = first.answer([("m", 1, A)], strict=True)
     assert not answer.ready and answer.reason == "shutting down (SIGTERM)"
+
+
+def test_workers_whose_version_lists_differ_are_read_by_version_not_by_position():
+    _, (first, second) = _workers()
+    first.publish(True, [("m", 1, A), ("m", 2, A)], strict=True)
+    second.publish(True, [("m", 0, L), ("m", 2, A), ("m", 1, A), ("m", 3, L)], strict=True)  # a rollout under way
+    assert first.answer([("m", 1, A), ("m", 2, A)], strict=True).ready
+    second.publish(True, [("m", 2, L), ("m", 1, A)], strict=True)
+    answer = first.answer([("m", 1, A), ("m", 2, A)], strict=True)
+    assert answer.not_ready == [{"model": "m", "version": 2, "state": "LOADING", "workers": 1}]
+
+
+def test_end_versions_never_hold_readiness_back_in_any_worker():
+    _, (first, second) = _workers()
+    first.publish(True, [("m", 1, A), ("m", 2, ModelState.END)], strict=True)
+    second.publish(True, [("m", 1, A), ("m", 2, A)], strict=True)  # has not applied the unload yet
+    assert first.answer([("m", 1, A), ("m", 2, ModelState.END)], strict=True).ready
+    assert second.answer([("m", 1, A), ("m", 2, A)], strict=True).ready
+
+
+def test_available_everywhere_asks_every_live_settled_worker_and_ignores_one_still_loading():
+    table, (first, second, third) = _workers(3, live={0, 1, 2})
+    first.publish(True, [("m", 1, A), ("m", 2, A)], strict=True)
+    second.publish(True, [("m", 1, A), ("m", 2, L)], strict=True)
+    third.publish(False, [("m", 1, L)], strict=True)  # a replacement still loading: not asked
+    assert first.available_everywhere("m", 1) and not first.available_everywhere("m", 2)
+    second.publish(True, [("m", 1, A), ("m", 2, A)], strict=True)
+    assert first.available_everywhere("m", 2) and not first.available_everywhere("m", 3)
+    second.publish(True, [("m", 1, A), ("m", 2, ModelState.END)], strict=True)
+    assert not third.available_everywhere("m", 2)
+
+
+def test_no_settled_worker_means_nothing_is_available_everywhere():
+    _, (first, _) = _workers()
+    first.publish(False, [("m", 1, A)], strict=True)
+    assert not first.available_everywhere("m", 1)
+
+
+def test_a_slot_taken_by_a_new_worker_has_applied_no_control_generation_yet():
+    table, (first, _) = _workers()
+    first.publish(True, [("m", 1, A)], strict=True)
+    first.publish_applied(7)
+    assert [slot.applied for slot in table.read([0])] == [7]
+    table.publish(0, 555, False, [("m", 1, L)], strict=True, expected=2)
+    assert [(slot.pid, slot.applied) for slot in table.read([0])] == [(555, 0)]
+    table.set_generation(9)
+    assert table.generation == 9
