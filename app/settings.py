@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         "Explanations allowed to wait for an explain thread per worker; beyond it 429 `overloaded`."))
     explain_timeout: NonNegativeFloat = Field(30.0, description=(
         "Seconds an explanation may take, waiting included, before 504 `deadline_exceeded`."))
+    runtime_dir: Path | None = Field(None, description=(
+        "Folder of the model-control state the workers share (emptied at start); unset: gunicorn's master "
+        "makes one in /dev/shm (or the temp folder) and removes it on exit."))
+    control_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(120.0, description=(
+        "Seconds a load or unload through the API waits for every worker to carry it out before 504 "
+        "`deadline_exceeded` naming the workers that did not."))
 
 
 class GunicornSettings(BaseSettings):
