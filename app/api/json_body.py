@@ -8,7 +8,7 @@ read by simdjson's `as_buffer` without a Python object per number. Anything else
 nulls, strings, objects, integers beyond int64, ragged nesting) takes the generic path, which
 converts the already parsed values (`as_list`, never a second parse of the text) and words the
 error. Callers convert everything they keep before the document is released: proxies must not
-outlive the request (a parser refuses a new text while they live; `_Fresh` then takes a new one).
+outlive the request (a parser refuses a new text while they live; `_parse` then takes a new one).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ _parsers = threading.local()
 def parse_object(body: bytes) -> Object:
     """The body's top-level JSON object (proxies); 400 for invalid JSON or any other top-level value."""
     try:
-        document = _parser_for(body).parse(body)
+        document = _parse(body)
     except (ValueError, RuntimeError, UnicodeDecodeError) as exc:
         raise invalid_json(body, exc) from None
     if not isinstance(document, Object):
@@ -91,13 +91,15 @@ def tensors(body: bytes, document: Object, paths: dict[str, Path]) -> dict[str, 
     seen to have equal lengths. `as_buffer` flattens deeper arrays too (`[[1,2],[3,[4]]]` reads as
     four numbers), so the body's `[` count must be exactly what the regular tensors and the rest of
     the document hold; if not, or if a value is not a plain array of numbers, the generic path reads
-    the parsed values and words the error.
+    the parsed values and words the error. Each regular tensor's text holds at least its own count
+    and the rest at least none, so a body holding exactly the tensors' counts needs no walk of the rest.
     """
     values = {name: _at(document, path) for name, path in paths.items()}
     fast = {name: _fast(value) for name, value in values.items()}
     if all(array is not None for array in fast.values()):
         shapes = {paths[name]: array.shape for name, array in fast.items()}  # type: ignore[union-attr]
-        if body.count(b"[") == _brackets(document, (), shapes):
+        count = body.count(b"[")
+        if count == sum(map(_regular_brackets, shapes.values())) or count == _brackets(document, (), shapes):
             return fast  # type: ignore[return-value]
     return {name: to_array(plain(value), name, check_bools=True) for name, value in values.items()}
 
@@ -120,13 +122,17 @@ def _brackets(node: Any, path: Path, shapes: dict[Path, tuple[int, ...]]) -> int
     """How many `[` the text of `node` holds when the tensors at `shapes`' paths are regular."""
     shape = shapes.get(path)
     if shape is not None:
-        return sum(math.prod(shape[:depth]) for depth in range(len(shape)))
+        return _regular_brackets(shape)
     if isinstance(node, Array):
         return 1 + sum(_brackets(child, (*path, index), shapes) for index, child in enumerate(node))
     if isinstance(node, Object):
         return sum(key.count("[") + _brackets(None if "\x00" in key else node[key], (*path, key), shapes)
                    for key in node.keys())  # noqa: SIM118 - a simdjson Object
     return node.count("[") if isinstance(node, str) else 0
+
+
+def _regular_brackets(shape: tuple[int, ...]) -> int:  # a regular tensor's `[`: 1 + rows + rows * columns ...
+    return sum(math.prod(shape[:depth]) for depth in range(len(shape)))
 
 
 def _numbers(array: Array) -> np.ndarray | None:
@@ -172,29 +178,18 @@ def _regular_shape(array: Array) -> tuple[int, ...] | None:
     return tuple(shape)
 
 
-def _parser_for(body: bytes) -> simdjson.Parser:
-    """This thread's parser; a fresh one for a large text, or while proxies of the last text live."""
+def _parse(body: bytes) -> Any:
+    """`body` parsed by this thread's parser; by a fresh one for a large text, or while proxies of the last
+    text still pin the thread's (it refuses to re-use its buffers then)."""
     if len(body) > KEPT_PARSER_LIMIT:
-        return simdjson.Parser()
+        return simdjson.Parser().parse(body)
     parser = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()
-    return _Fresh(parser)
-
-
-class _Fresh:
-    """Parse with `parser`, or with a new parser when old proxies still pin it."""
-
-    __slots__ = ("parser",)
-
-    def __init__(self, parser: simdjson.Parser):
-        self.parser = parser
-
-    def parse(self, body: bytes) -> Any:
-        try:
-            return self.parser.parse(body)
-        except RuntimeError as exc:
-            if "re-use a parser" not in str(exc):
-                raise
-            _parsers.parser = parser = simdjson.Parser()
-            return parser.parse(body)
+    try:
+        return parser.parse(body)
+    except RuntimeError as exc:
+        if "re-use a parser" not in str(exc):
+            raise
+        _parsers.parser = parser = simdjson.Parser()
+        return parser.parse(body)

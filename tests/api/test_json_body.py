@@ -85,8 +85,9 @@ def test_any_nesting_decodes_as_numpy_reads_it_or_answers_the_same_400(value):
     b'[[1,2],[3,[4]]]', b'[[1,2],[[],[3,4]]]', b'[[1,2,3],[4]]', b'[[1,2],[3,4,5],[6]]', b'[[1],2]', b'[1,[2]]',
     b'[[[1]],[[2],[3]]]', b'[]', b'[[]]', b'[true, 1]', b'[1, null]', b'[18446744073709551615, 1]',
     b'[9007199254740993, 1, 2, 3]', b'[9007199254740993, 1.5]', b'[-0, 1]', b'[-0.0, 1]', b'[1e308, 1]'])
-def test_hard_cases_decode_as_numpy_reads_them(text):
-    check_against_reference(b'{"instances": ' + text + b'}')
+@pytest.mark.parametrize("envelope", [b'{"instances": %s}', b'{"model": "[[", "instances": %s, "k[": [[]]}'])
+def test_hard_cases_decode_as_numpy_reads_them(text, envelope):
+    check_against_reference(envelope % text)
 
 
 @pytest.mark.parametrize("text", [b"[18446744073709551616]", b"[-9223372036854775809, 1.5]"])
