@@ -20,6 +20,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.cli import models_cli
     from app.logs import configure_logging
     from app.observability.metrics import observed_loader
+    from app.serving.control import LocalControl
+    from app.serving.control_worker import planner
     from app.serving.lazy_loader import TensorFlowLoader
     from app.serving.registry import ModelRegistry
     from app.serving.source import scan_source
@@ -39,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         loading_wait=settings.loading_wait)
     dataplane = DataPlane(registry, settings.max_request_rows)
     app.extensions.update(settings=settings, registry=registry, dataplane=dataplane)
+    app.extensions["control"] = LocalControl(registry, settings, planner(settings))  # gunicorn: InstanceControl
     app.url_map.converters["int"] = VersionConverter  # before the routes: a version beyond 64 bits is no route
     for blueprint in (native.bp, tfserving.bp, v2.bp, docs.bp, explain.bp):
         app.register_blueprint(blueprint)
@@ -53,5 +56,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["load_shedder"] = shedder
     app.wsgi_app = TagRequestIds(RequireTokens(shedder, settings))  # type: ignore[method-assign]
     observability.install(app, settings, registry)  # metrics and access line: outside, so they see every answer
-    app.before_request(registry.start_loading)  # models load once the app serves: a CLI command loads none
+    served = app.wsgi_app
+
+    def start_loading_then_serve(environ: dict[str, Any], start_response: Any) -> Any:
+        """The first request (`flask run`) starts loading, then leaves the path: a CLI command loads none."""
+        registry.start_loading()
+        app.wsgi_app = served  # type: ignore[method-assign]
+        return served(environ, start_response)
+
+    app.wsgi_app = start_loading_then_serve  # type: ignore[method-assign]
     return app
