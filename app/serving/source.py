@@ -5,18 +5,23 @@ Layout (names match `[A-Za-z0-9_.-]+`):
   custom code in `NAME.custom_objects.py`.
 - `NAME/VERSION/<one .h5, .keras or .tflite file>`, VERSION a positive integer; settings in
   `NAME/serving.json`, custom code in `NAME/custom_objects.py`.
-All versions found are aspired. Layout problems become versions with `problem` set,
-which the registry reports as FAILED instead of refusing to start.
+The model's `version_policy` decides which versions found are aspired (default: all); the others are
+planned as not aspired. Layout problems become versions with `problem` set, which the registry reports
+as FAILED instead of refusing to start.
 """
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ConfigError
 from app.serving.model_settings import ModelSettings, batching_settings, model_runtime, read_model_settings
-from app.serving.types import ModelSource
+from app.serving.publishing import PublishingCheck
+from app.serving.types import ModelPlan, ModelSource
+from app.serving.version_policy import UNLOADED, ModelOverride, aspired_versions, missing_versions
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,45 +42,104 @@ def check_model_dir(model_dir: Path) -> None:
         raise ConfigError(f"SERVING_MODEL_DIR={str(model_dir)!r} cannot be read: {exc.strerror}") from None
 
 
+@dataclass(frozen=True)
+class _Found:
+    """One version folder (or flat file) as found: its model file, what the copy check watches, its problem."""
+
+    version: int
+    path: Path | None
+    stamp: Path
+    problem: str | None = None
+
+
+@dataclass
+class _Model:
+    """One model as found on disk: where its settings and custom code would be, and its versions."""
+
+    settings_path: Path
+    custom: Path
+    versions: list[_Found] = field(default_factory=list)
+    problem: str | None = None  # the whole model is wrong (defined twice)
+
+
 def scan_source(model_dir: Path, settings: Settings) -> list[ModelSource]:
     """Every aspired version under `model_dir`, sorted by name then version (none when it is missing:
     gunicorn's master refuses to start then, `check_model_dir`; readiness says no model is served)."""
+    return [source for plan in plan_models(model_dir, settings).values() for source in plan.versions]
+
+
+def plan_models(model_dir: Path, settings: Settings, overrides: Mapping[str, ModelOverride] | None = None,
+                stable: PublishingCheck | None = None) -> dict[str, ModelPlan]:
+    """Each model under `model_dir` (by name, sorted): its aspired versions under its version policy, the
+    versions it does not aspire and why, its labels and default version. `overrides` come from the control
+    API; `stable` (the watcher's) leaves out versions whose file is still being copied."""
+    models = _find_models(model_dir)
+    if stable is not None:
+        published = stable.published(found.stamp for model in models.values() for found in model.versions)
+        for model in models.values():
+            model.versions = [found for found in model.versions if found.stamp in published]
+    overrides = overrides or {}
+    return {name: _plan(name, model, settings, overrides.get(name)) for name, model in sorted(models.items())}
+
+
+def _plan(name: str, model: _Model, settings: Settings, override: ModelOverride | None) -> ModelPlan:
+    config = override.config if override is not None else None
+    unloaded = override is not None and override.unloaded
+    try:
+        document = config if config is not None else read_model_settings(model.settings_path)
+    except ValueError as exc:  # an invalid serving.json: every version FAILED with the reason, as before
+        if unloaded:
+            return ModelPlan(name, (), tuple((f.version, UNLOADED) for f in model.versions))
+        return ModelPlan(name, tuple(_failed(name, f.version, settings, model.problem or f.problem or str(exc),
+                                             path=f.path) for f in model.versions))
+    settings_path = None if config is not None else model.settings_path
+    found = {f.version: f for f in model.versions}
+    policy = document.version_policy
+    if model.problem is not None:
+        aspired, not_aspired = sorted(found), []
+    else:
+        aspired, not_aspired = aspired_versions(policy, found)
+        if missing := missing_versions(policy, found):
+            _log_once(name, f"model {name}: versions {missing} of its version policy {policy} are not on disk")
+    if unloaded:
+        aspired, not_aspired = [], [(version, UNLOADED) for version in sorted(found)]
+    versions = tuple(_source(name, found[v], settings, document, settings_path, model) for v in aspired)
+    return ModelPlan(name, versions, tuple(not_aspired), dict(document.labels), document.default_version)
+
+
+def _find_models(model_dir: Path) -> dict[str, _Model]:
     if not model_dir.is_dir():
         log.warning("model folder %s does not exist; serving no models", model_dir)
-        return []
-    sources: dict[str, list[ModelSource]] = {}
+        return {}
+    models: dict[str, _Model] = {}
     for entry in sorted(model_dir.iterdir()):
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_file() and entry.suffix in MODEL_SUFFIXES:
             name = entry.name[: -len(entry.suffix)]
-            found = [_flat_source(entry, name, settings)]
+            model = _Model(entry.with_name(f"{name}.serving.json"), entry.with_name(f"{name}.custom_objects.py"),
+                           [_Found(1, entry, entry)])
         elif entry.is_dir():
             name = entry.name
-            found = _folder_sources(entry, settings)
+            model = _Model(entry / "serving.json", entry / "custom_objects.py", _folder_versions(entry))
         else:
             continue
         if not NAME_PATTERN.match(name):
             log.warning("skipping %s: model names must match %s", entry, NAME_PATTERN.pattern)
             continue
-        if name in sources and found:
-            clash = f"model {name!r} is defined twice ({entry.name} and another file or folder)"
-            found = [_failed(name, s.version, settings, clash) for s in found]
-            sources[name] = [_failed(name, s.version, settings, clash) for s in sources[name]]
-        sources.setdefault(name, []).extend(found)
-    return [s for name in sorted(sources) for s in sorted(sources[name], key=lambda s: s.version)]
+        if name in models and model.versions:
+            first = models[name]
+            first.problem = f"model {name!r} is defined twice ({entry.name} and another file or folder)"
+            known = {f.version for f in first.versions}
+            first.versions = sorted(first.versions + [f for f in model.versions if f.version not in known],
+                                    key=lambda f: f.version)
+        else:
+            models.setdefault(name, model)
+    return models
 
 
-def _flat_source(path: Path, name: str, settings: Settings) -> ModelSource:
-    settings_path = path.with_name(f"{name}.serving.json")
-    custom = path.with_name(f"{name}.custom_objects.py")
-    return _source(name, 1, path, settings, settings_path, custom)
-
-
-def _folder_sources(folder: Path, settings: Settings) -> list[ModelSource]:
+def _folder_versions(folder: Path) -> list[_Found]:
     name = folder.name
-    settings_path = folder / "serving.json"
-    custom = folder / "custom_objects.py"
     found = []
     for child in sorted(folder.iterdir()):
         if not (child.is_dir() and VERSION_PATTERN.match(child.name)):
@@ -83,33 +147,32 @@ def _folder_sources(folder: Path, settings: Settings) -> list[ModelSource]:
         files = sorted(p for p in child.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES)
         version = int(child.name)
         if len(files) == 1:
-            found.append(_source(name, version, files[0], settings, settings_path, custom))
+            found.append(_Found(version, files[0], files[0]))
         elif not files:
-            found.append(_failed(name, version, settings,
-                                 f"{name}/{child.name}/ holds no .h5 or .keras file, nor a .tflite one"))
+            found.append(_Found(version, None, child,
+                                f"{name}/{child.name}/ holds no .h5 or .keras file, nor a .tflite one"))
         else:
             listed = ", ".join(p.name for p in files)
-            found.append(_failed(name, version, settings,
-                                 f"{name}/{child.name}/ holds several model files ({listed}); keep one"))
-    return found
+            found.append(_Found(version, None, child,
+                                f"{name}/{child.name}/ holds several model files ({listed}); keep one"))
+    return sorted(found, key=lambda f: f.version)
 
 
-def _source(name: str, version: int, path: Path, settings: Settings,
-            settings_path: Path, custom: Path) -> ModelSource:
-    try:
-        model = read_model_settings(settings_path)
-    except ValueError as exc:
-        return _failed(name, version, settings, str(exc), path=path)
+def _source(name: str, found: _Found, settings: Settings, model: ModelSettings,
+            settings_path: Path | None, where: _Model) -> ModelSource:
+    problem = where.problem or found.problem
+    if problem is not None:
+        return _failed(name, found.version, settings, problem)
     return ModelSource(
         name=name,
-        version=version,
-        path=path,
+        version=found.version,
+        path=found.path,
         batching=batching_settings(settings, model),
         safe_mode=model.safe_mode,
         runtime=model_runtime(settings, model),
-        custom_objects_path=custom if custom.is_file() else None,
+        custom_objects_path=where.custom if where.custom.is_file() else None,
         allow_custom_code=settings.allow_custom_code,
-        config_path=settings_path if settings_path.is_file() else None,
+        config_path=settings_path if settings_path is not None and settings_path.is_file() else None,
     )
 
 
@@ -117,3 +180,12 @@ def _failed(name: str, version: int, settings: Settings, problem: str,
             path: Path | None = None) -> ModelSource:
     return ModelSource(name=name, version=version, path=path,
                        batching=batching_settings(settings, ModelSettings()), problem=problem)
+
+
+def _log_once(key: str, message: str) -> None:
+    if _logged.get(key) != message:
+        _logged[key] = message
+        log.warning(message)
+
+
+_logged: dict[str, str] = {}  # model -> the last warning about its policy, so that each poll does not repeat it
