@@ -78,6 +78,12 @@ class VersionNotFound(NotFound):
     code = "version_not_found"
 
 
+class LabelNotFound(NotFound):
+    """404: the model has no such label (serving.json `labels`)."""
+
+    code = "label_not_found"
+
+
 class MethodNotAllowed(ServingError):
     code = "method_not_allowed"
     status = 405

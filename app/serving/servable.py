@@ -13,10 +13,10 @@ from app.serving.types import ModelSource, ModelState, Signature
 
 @dataclass
 class ServableVersion:
-    """One aspired version: its source, state and, once AVAILABLE, its batcher.
+    """One version: its source, state and, once AVAILABLE, its batcher.
 
-    The loader moves it from LOADING to AVAILABLE or FAILED (with `error`) and then sets `settled`;
-    the manager (`ModelRegistry`) only reads it."""
+    The loader moves it from LOADING to AVAILABLE or FAILED (with `error`) and then sets `settled`; the
+    manager (`app.serving.manager`) moves it on to UNLOADING and END (with why) when it is not aspired any more."""
 
     source: ModelSource
     state: ModelState = ModelState.LOADING
@@ -51,6 +51,8 @@ class ServableVersion:
         out["source"] = relative_path(self.source.path, model_dir)
         out["settings_file"] = relative_path(self.source.config_path, model_dir)
         out["custom_objects"] = relative_path(self.source.custom_objects_path, model_dir)
+        if self.state is ModelState.END:  # not aspired, or unloaded: nothing runs
+            return out
         out.update(self.metadata)
         if self.signature is not None:
             out["inputs"] = [spec.to_dict() for spec in self.signature.inputs]

@@ -1,0 +1,34 @@
+"""The lifecycle's log lines: one per load, unload, label or default change, with model, version, worker
+(pid) and duration_s as structured fields (`extra`: the JSON log lines carry them)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from app.serving.routes import Route
+from app.serving.servable import ServableVersion
+
+log = logging.getLogger("app.serving.manager")
+
+
+def version_event(event: str, servable: ServableVersion, seconds: float) -> None:
+    """The one line of a load or unload ("loaded", "unloaded"), with the state it left and why."""
+    log.info("model %s version %s %s: %s in %.2f s", servable.name, servable.version, event,
+             servable.state.value, seconds,
+             extra={"model": servable.name, "version": servable.version, "worker": os.getpid(),
+                    "duration_s": round(seconds, 3), "event": event, "state": servable.state.value,
+                    **({"reason": servable.error} if servable.error else {})})
+
+
+def route_events(name: str, before: Route | None, route: Route) -> None:
+    """One line for each label, and for the default, that now routes to another version."""
+    old = before.label_versions() if before is not None else {}
+    for label, version in sorted(route.label_versions().items()):
+        if old.get(label) != version:
+            log.info("model %s label %s -> version %s", name, label, version,
+                     extra={"model": name, "label": label, "version": version, "worker": os.getpid(),
+                            "duration_s": 0.0, "event": "label"})
+    if route.default is not None and (before is None or before.default is not route.default):
+        log.info("model %s default -> version %s", name, route.default.version,
+                 extra={"model": name, "version": route.default.version, "worker": os.getpid(),
+                        "duration_s": 0.0, "event": "default"})
