@@ -71,15 +71,17 @@ def scan_source(model_dir: Path, settings: Settings) -> list[ModelSource]:
 def plan_models(model_dir: Path, settings: Settings, overrides: Mapping[str, ModelOverride] | None = None,
                 stable: PublishingCheck | None = None) -> dict[str, ModelPlan]:
     """Each model under `model_dir` (by name, sorted): its aspired versions under its version policy, the
-    versions it does not aspire and why, its labels and default version. `overrides` come from the control
-    API; `stable` (the watcher's) leaves out versions whose file is still being copied."""
+    versions it does not aspire and why, its labels and default version; a model with no version found is
+    left out. `overrides` come from the control API; `stable` (the watcher's) leaves out versions whose
+    file is still being copied (app.serving.publishing)."""
     models = _find_models(model_dir)
     if stable is not None:
         published = stable.published(found.stamp for model in models.values() for found in model.versions)
         for model in models.values():
             model.versions = [found for found in model.versions if found.stamp in published]
     overrides = overrides or {}
-    return {name: _plan(name, model, settings, overrides.get(name)) for name, model in sorted(models.items())}
+    return {name: _plan(name, model, settings, overrides.get(name))
+            for name, model in sorted(models.items()) if model.versions}  # a model with no version is no model
 
 
 def _plan(name: str, model: _Model, settings: Settings, override: ModelOverride | None) -> ModelPlan:
