@@ -19,12 +19,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.api.routing import VersionConverter
     from app.cli import models_cli
     from app.logs import configure_logging
-    from app.observability.metrics import observed_loader
+    from app.observability.metrics import observed_loader, publish_state
     from app.serving.control import LocalControl
+    from app.serving.control_state import read_state
     from app.serving.control_worker import planner
     from app.serving.lazy_loader import TensorFlowLoader
+    from app.serving.publishing import PublishingCheck
     from app.serving.registry import ModelRegistry
-    from app.serving.source import scan_source
+    from app.serving.source import plan_models
+    from app.serving.watcher import Watcher, current_overrides
     from app.settings import SETTING_NAMES, load_settings
 
     overrides = test_config or {}
@@ -33,15 +36,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update({key: value for key, value in overrides.items() if key.upper() not in SETTING_NAMES})
     configure_logging(settings.log_level, settings.log_format)
 
-    registry = ModelRegistry(
-        scan_source(settings.model_dir, settings),
+    control_state = read_state(settings.runtime_dir)  # a worker started later comes up as the API last set
+    publishing = PublishingCheck()  # the watcher's scans leave out files still being copied
+    registry = ModelRegistry.from_plans(
+        plan_models(settings.model_dir, settings, control_state.overrides(), stable=publishing),
         observed_loader(TensorFlowLoader((settings.tf_intra_op_threads, settings.tf_inter_op_threads)),
                         settings.metrics),
         default_model=settings.default_model, strict_readiness=settings.strict_readiness,
-        loading_wait=settings.loading_wait)
+        loading_wait=settings.loading_wait, on_state=publish_state if settings.metrics else None)
     dataplane = DataPlane(registry, settings.max_request_rows)
-    app.extensions.update(settings=settings, registry=registry, dataplane=dataplane)
-    app.extensions["control"] = LocalControl(registry, settings, planner(settings))  # gunicorn: InstanceControl
+    app.extensions.update(settings=settings, registry=registry, dataplane=dataplane, control_state=control_state)
+    watcher = Watcher(registry, lambda: plan_models(settings.model_dir, settings, current_overrides(app),
+                                                    stable=publishing), settings.poll_seconds)
+    app.extensions["watcher"] = watcher
+    registry.when_settled(watcher.start)  # SERVING_POLL_SECONDS > 0: re-plan and apply every N s
+    # gunicorn: InstanceControl
+    app.extensions["control"] = LocalControl(registry, settings, planner(settings), control_state)
     app.url_map.converters["int"] = VersionConverter  # before the routes: a version beyond 64 bits is no route
     for blueprint in (native.bp, tfserving.bp, v2.bp, docs.bp, explain.bp):
         app.register_blueprint(blueprint)

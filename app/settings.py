@@ -60,6 +60,8 @@ class Settings(BaseSettings):
         "before it gets 504 `deadline_exceeded` (0 disables)."))
     loading_wait: NonNegativeFloat = Field(30.0, description=(
         "Seconds a request for a version that is still LOADING waits for it before 503."))
+    poll_seconds: NonNegativeFloat = Field(0.0, description="Seconds between each worker's scans of SERVING_MODEL_DIR: "
+                                           "new versions load, removed ones unload, serving.json re-applies (0: off).")
     drain_seconds: NonNegativeFloat = Field(0.0, description=(
         "On SIGTERM, seconds to keep serving (with `Connection: close`) while readiness already answers 503."))
     keepalive_requests: PositiveInt = Field(1000, description=(
