@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from app.errors import ConfigError
 from app.serving.model_settings import ModelSettings, batching_settings, model_runtime, read_model_settings
-from app.serving.publishing import PublishingCheck
+from app.serving.publishing import PublishingCheck, stamp_of
 from app.serving.types import ModelPlan, ModelSource
 from app.serving.version_policy import UNLOADED, ModelOverride, aspired_versions, missing_versions
 from app.settings import Settings
@@ -50,6 +50,7 @@ class _Found:
     path: Path | None
     stamp: Path
     problem: str | None = None
+    settled: tuple[int, int] | None = None  # the watched file's (size, mtime_ns) when it last settled
 
 
 @dataclass
@@ -75,10 +76,11 @@ def plan_models(model_dir: Path, settings: Settings, overrides: Mapping[str, Mod
     left out. `overrides` come from the control API; `stable` (the watcher's) leaves out versions whose
     file is still being copied (app.serving.publishing)."""
     models = _find_models(model_dir)
-    if stable is not None:
-        published = stable.published(found.stamp for model in models.values() for found in model.versions)
-        for model in models.values():
-            model.versions = [found for found in model.versions if found.stamp in published]
+    watched = [found.stamp for model in models.values() for found in model.versions]
+    published = stable.published(watched) if stable is not None else {path: stamp_of(path) for path in watched}
+    for model in models.values():
+        model.versions = [replace(found, settled=published[found.stamp]) for found in model.versions
+                          if found.stamp in published]
     overrides = overrides or {}
     return {name: _plan(name, model, settings, overrides.get(name))
             for name, model in sorted(models.items()) if model.versions}  # a model with no version is no model
@@ -175,6 +177,7 @@ def _source(name: str, found: _Found, settings: Settings, model: ModelSettings,
         custom_objects_path=where.custom if where.custom.is_file() else None,
         allow_custom_code=settings.allow_custom_code,
         config_path=settings_path if settings_path is not None and settings_path.is_file() else None,
+        file_stamp=found.settled,
     )
 
 

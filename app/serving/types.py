@@ -91,6 +91,7 @@ class ModelSource:
     allow_custom_code: bool = False  # import custom_objects_path (SERVING_ALLOW_CUSTOM_CODE)
     config_path: Path | None = None
     problem: str | None = None  # set when the folder layout itself is wrong
+    file_stamp: tuple[int, int] | None = None  # the model file's (size, mtime_ns) when last settled: a change reloads
 
 
 @dataclass(frozen=True)

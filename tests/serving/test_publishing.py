@@ -27,23 +27,35 @@ def test_at_the_first_scan_everything_on_disk_counts_as_published(tmp_path):
 
 def test_a_file_growing_between_two_scans_is_left_out_until_it_stops(tmp_path):
     _write(tmp_path / "m" / "1" / "m.keras")
-    growing = _write(tmp_path / "m" / "2" / "m.keras", b"half")
     check = PublishingCheck()
-    assert _aspired(tmp_path, check) == {"m": [1, 2]}
+    assert _aspired(tmp_path, check) == {"m": [1]}
+    growing = _write(tmp_path / "m" / "2" / "m.keras", b"half")
+    assert _aspired(tmp_path, check) == {"m": [1]}
     with growing.open("ab") as out:
         out.write(b"more bytes")
     assert _aspired(tmp_path, check) == {"m": [1]}
     assert _aspired(tmp_path, check) == {"m": [1, 2]}
 
 
-def test_a_file_whose_mtime_changed_is_left_out_once(tmp_path):
+def test_a_served_file_overwritten_in_place_stays_aspired(tmp_path):
     path = _write(tmp_path / "flat.h5")
     check = PublishingCheck()
     assert _aspired(tmp_path, check) == {"flat": [1]}
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert _aspired(tmp_path, check) == {}  # a model with no version left is no model
-    assert _aspired(tmp_path, check) == {"flat": [1]}
+    assert _aspired(tmp_path, check) == {"flat": [1]}  # never unloaded because its file changes
+
+
+def test_a_removed_file_counts_as_new_when_it_comes_back(tmp_path):
+    path = _write(tmp_path / "m" / "2" / "m.keras")
+    _write(tmp_path / "m" / "1" / "m.keras")
+    check = PublishingCheck()
+    assert _aspired(tmp_path, check) == {"m": [1, 2]}
+    path.unlink()
+    assert _aspired(tmp_path, check) == {"m": [1]}
+    _write(path)
+    assert _aspired(tmp_path, check) == {"m": [1]}
+    assert _aspired(tmp_path, check) == {"m": [1, 2]}
 
 
 def test_a_version_first_seen_on_a_later_scan_waits_one_scan(tmp_path):
@@ -86,3 +98,21 @@ def test_a_held_back_version_is_logged_once_while_it_keeps_changing(tmp_path, ca
 def test_without_a_check_a_new_file_is_planned_at_once(tmp_path):
     _write(tmp_path / "flat.h5")
     assert _aspired(tmp_path, None) == {"flat": [1]}
+
+
+def test_a_file_that_settles_with_new_content_changes_its_versions_source(tmp_path):
+    path = _write(tmp_path / "flat.h5")
+    check = PublishingCheck()
+    settings = load_settings(environ={})
+    before = plan_models(tmp_path, settings, stable=check)["flat"].versions[0]
+    path.write_bytes(b"y" * 20)
+    during = plan_models(tmp_path, settings, stable=check)["flat"].versions[0]
+    after = plan_models(tmp_path, settings, stable=check)["flat"].versions[0]
+    assert during == before  # still served as it was while the file changes
+    assert after != before and after.file_stamp[0] == 20  # settled: the manager reloads it
+
+
+def test_a_plan_without_a_check_has_the_same_sources_as_the_checks_first_scan(tmp_path):
+    _write(tmp_path / "m" / "1" / "m.keras")
+    settings = load_settings(environ={})
+    assert plan_models(tmp_path, settings) == plan_models(tmp_path, settings, stable=PublishingCheck())
