@@ -21,12 +21,12 @@ def version_event(event: str, servable: ServableVersion, seconds: float) -> None
 
 
 def route_events(name: str, before: Route | None, route: Route) -> None:
-    """One line for each label, and for the default, that now routes to another version."""
-    old = before.label_versions() if before is not None else {}
-    for label, version in sorted(route.label_versions().items()):
-        if old.get(label) != version:
-            log.info("model %s label %s -> version %s", name, label, version,
-                     extra={"model": name, "label": label, "version": version, "worker": os.getpid(),
+    """One line for each label, and for the default, that now routes to another servable version."""
+    old = before.labels if before is not None else {}
+    for label, target in sorted(route.labels.items()):
+        if isinstance(target, ServableVersion) and old.get(label) is not target:
+            log.info("model %s label %s -> version %s", name, label, target.version,
+                     extra={"model": name, "label": label, "version": target.version, "worker": os.getpid(),
                             "duration_s": 0.0, "event": "label"})
     if route.default is not None and (before is None or before.default is not route.default):
         log.info("model %s default -> version %s", name, route.default.version,

@@ -190,8 +190,5 @@ class Manager:
         """Recompute every model's route (one assignment); log each label or default that moved."""
         routes = compute_routes(self._plans, self._models, self.routable, self._routes)
         for name, route in routes.items():
-            before = self._routes.get(name)
-            if before is None or before.default is not route.default or \
-                    before.label_versions() != route.label_versions():
-                events.route_events(name, before, route)
+            events.route_events(name, self._routes.get(name), route)
         self._routes = routes

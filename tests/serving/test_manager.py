@@ -1,6 +1,7 @@
 """The manager (issue #20): apply() loads, swaps and unloads in its lifecycle thread; no request fails for it."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -256,3 +257,48 @@ def test_requests_hammering_while_versions_swap_and_unload_see_no_error(registry
     assert failures == []
     assert seen == {1, 2, 3}
     assert [(v.version, v.state) for v in registry.model_versions("m")] == [(1, END), (2, AVAILABLE), (3, AVAILABLE)]
+
+
+def test_an_unload_waits_for_the_work_in_flight_and_every_request_is_answered(loader):
+    release = threading.Event()
+
+    def slow_loader(servable: ServableVersion) -> None:
+        def forward(arrays):
+            assert release.wait(30)
+            return {"version": np.full((len(arrays["x"]), 1), servable.version)}
+
+        servable.batcher = Batcher(forward, SETTINGS, name="m", version=servable.version)
+        servable.state = AVAILABLE
+
+    registry = ModelRegistry.from_plans(plan(1, 2), slow_loader)
+    try:
+        assert registry.wait_until_settled(30) and until(lambda: registry.resolve("m").version == 2)
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda: answers.append(predict(registry))) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        leaving = registry.get("m", 2)
+        assert until(lambda: leaving.batcher.stats()["queued_requests"] >= 1)
+        registry.apply(plan(1))
+        time.sleep(1.5)  # past the grace: still draining, its work is not done
+        assert leaving.state is UNLOADING and not registry.wait_applied(0)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+        assert answers == [2] * 6
+        assert registry.wait_applied(30) and leaving.state is END
+    finally:
+        release.set()
+        registry.close()
+
+
+def test_a_load_an_unload_and_a_label_change_are_one_log_line_each_with_their_fields(registry, caplog):
+    caplog.set_level("INFO", logger="app.serving.manager")
+    registry.apply(plan(1, 2, labels={"canary": 2}, default=1))
+    assert registry.wait_applied(30) and until(lambda: registry.resolve("m", label="canary").version == 2)
+    registry.apply(plan(1))
+    assert registry.wait_applied(30)
+    lines = [(r.event, r.model, r.version) for r in caplog.records if r.name == "app.serving.manager"]
+    assert lines == [("loaded", "m", 2), ("label", "m", 2), ("unloaded", "m", 2)]
+    for record in caplog.records:
+        assert record.worker == os.getpid() and isinstance(record.duration_s, float)
