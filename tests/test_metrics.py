@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -83,6 +84,36 @@ def test_a_tally_writes_exactly_what_it_counted_into_counters_and_histograms():
     assert tallied._sum.get() == pytest.approx(sum(observations))
     tally.flush()  # a second flush adds nothing
     assert counter._value.get() == len(observations)
+
+
+def test_a_tally_loses_no_count_of_many_threads_while_it_flushes():
+    counter = Counter("tally_threads_total", "t", registry=None)
+    histogram = Histogram("tally_threads_seconds", "t", buckets=(0.001, 0.01), registry=None)
+    tally, threads, each = Tally(), 8, 3000
+    flushing = threading.Event()
+
+    def serve() -> None:
+        for index in range(each):
+            tally.begin()
+            tally.end(counter, histogram, 0.002 if index % 2 else 0.0)
+
+    def flush_meanwhile() -> None:
+        while not flushing.is_set():
+            tally.flush()
+
+    flusher = threading.Thread(target=flush_meanwhile)
+    flusher.start()
+    workers = [threading.Thread(target=serve) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    flushing.set()
+    flusher.join()
+    tally.flush()
+    assert counter._value.get() == threads * each and tally.inflight == 0
+    buckets = {s.labels["le"]: s.value for s in histogram.collect()[0].samples if s.name.endswith("_bucket")}
+    assert buckets == {"0.001": threads * each / 2, "0.01": threads * each, "+Inf": threads * each}
 
 
 def test_requests_are_counted_by_surface_status_model_and_version(dense_app):

@@ -6,8 +6,8 @@ ever ran since the master started (so they never go backwards when a worker is r
 in-flight gauge over the live ones. `enabled` is set by the app factory (SERVING_METRICS).
 
 The request path does not write those files itself: one write (a lock, getpid, a struct pack) is
-about a microsecond and a request made eleven. It adds to `TALLY`, plain numbers under one lock
-(`Tally`), and a thread of each worker writes the sums every FLUSH_S seconds, at exit, and
+about a microsecond and a request made eleven. It appends to `TALLY` (`Tally`: a deque, no lock),
+and a thread of each worker adds up and writes the sums every FLUSH_S seconds, at exit, and
 before `/metrics` answers. So another worker's figures lag by at most FLUSH_S; a worker killed
 with SIGKILL loses at most its last FLUSH_S of counts (sums still never go backwards).
 """
@@ -17,6 +17,7 @@ import atexit
 import bisect
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -55,79 +56,83 @@ enabled = True  # set by the app factory from SERVING_METRICS, read when batcher
 
 
 class Tally:
-    """Counts and observations kept in plain numbers, written to the metrics by `flush()`."""
+    """Counts and observations queued as they happen, written to the metrics by `flush()`.
+
+    The request path only appends a tuple to a deque (atomic, no lock, no bucket search): a counted
+    request is `(counter, histogram, seconds)`, one in flight `None`, a count `(counter,)`, an
+    observation `(histogram, value)`. `flush()` drains them in one tight loop (its caches warm, on
+    the flusher's thread), so `inflight` is the figure as of the last flush."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[Any, int] = {}  # counter child -> increments not yet written
-        self._observed: dict[Any, list] = {}  # histogram child -> [sum, [count per bucket]] not yet written
-        self.inflight = 0
-        self._flusher: threading.Thread | None = None
+        self._forget()
         os.register_at_fork(after_in_child=self._forget)  # a forked worker writes its own figures only
         atexit.register(self.flush)
 
     def _forget(self) -> None:
-        self._lock, self._counts, self._observed, self.inflight, self._flusher = threading.Lock(), {}, {}, 0, None
+        self._lock, self._events, self.inflight, self._flusher = threading.Lock(), deque(), 0, None
 
     def begin(self) -> None:
         """One more request in flight."""
-        with self._lock:
-            self.inflight += 1
+        self._events.append(None)
         if self._flusher is None:
             self._start_flusher()
 
     def end(self, counter: Any, histogram: Any, seconds: float) -> None:
         """A request answered: in flight no more, counted in `counter`, its time in `histogram`."""
-        index = bisect.bisect_left(histogram._upper_bounds, seconds)
-        with self._lock:
-            self.inflight -= 1
-            self._counts[counter] = self._counts.get(counter, 0) + 1
-            self._add(histogram, index, seconds)
+        self._events.append((counter, histogram, seconds))
 
     def count(self, counter: Any) -> None:
         """One more in `counter`."""
-        with self._lock:
-            self._counts[counter] = self._counts.get(counter, 0) + 1
+        self._events.append((counter,))
 
     def observe(self, histogram: Any, value: float) -> None:
         """One observation of `value` in `histogram`."""
-        index = bisect.bisect_left(histogram._upper_bounds, value)
-        with self._lock:
-            self._add(histogram, index, value)
+        self._events.append((histogram, value))
         if self._flusher is None:
             self._start_flusher()
 
     def observe_pass(self, seconds: Any, rows: Any, elapsed: float, row_count: int) -> None:
         """One forward pass: `elapsed` in histogram `seconds`, `row_count` in histogram `rows`."""
-        seconds_index = bisect.bisect_left(seconds._upper_bounds, elapsed)
-        rows_index = bisect.bisect_left(rows._upper_bounds, row_count)
-        with self._lock:
-            self._add(seconds, seconds_index, elapsed)
-            self._add(rows, rows_index, row_count)
+        self._events.append((seconds, elapsed))
+        self._events.append((rows, row_count))
         if self._flusher is None:
             self._start_flusher()
 
-    def _add(self, histogram: Any, index: int, value: float) -> None:
-        pending = self._observed.get(histogram)
-        if pending is None:
-            pending = self._observed[histogram] = [0.0, [0] * len(histogram._upper_bounds)]
-        pending[0] += value
-        pending[1][index] += 1
-
     def flush(self) -> None:
         """Write what was counted since the last flush, and the in-flight gauge."""
-        with self._lock:
-            counts, observed, inflight = self._counts, self._observed, self.inflight
-            self._counts, self._observed = {}, {}
-        for counter, amount in counts.items():
-            counter.inc(amount)
-        for histogram, (total, buckets) in observed.items():  # prometheus-client's own parts of a histogram
-            if total:
-                histogram._sum.inc(total)
-            for bucket, amount in zip(histogram._buckets, buckets):
-                if amount:
-                    bucket.inc(amount)
-        INFLIGHT.set(inflight)
+        counts: dict[Any, int] = {}
+        observed: dict[Any, list] = {}  # histogram child -> [sum, [count per bucket]]
+        with self._lock:  # one flush at a time: each drains what the others left
+            popleft, inflight = self._events.popleft, self.inflight
+            while True:
+                try:
+                    event = popleft()
+                except IndexError:
+                    break
+                if event is None:
+                    inflight += 1
+                    continue
+                if len(event) != 2:
+                    counts[event[0]] = counts.get(event[0], 0) + 1
+                    if len(event) == 1:
+                        continue
+                    inflight -= 1
+                histogram, value = event[-2:]
+                pending = observed.get(histogram)
+                if pending is None:
+                    pending = observed[histogram] = [0.0, [0] * len(histogram._upper_bounds)]
+                pending[0] += value
+                pending[1][bisect.bisect_left(histogram._upper_bounds, value)] += 1
+            self.inflight = inflight
+            for counter, amount in counts.items():
+                counter.inc(amount)
+            for histogram, (total, buckets) in observed.items():  # prometheus-client's own parts of a histogram
+                if total:
+                    histogram._sum.inc(total)
+                for bucket, amount in zip(histogram._buckets, buckets):
+                    if amount:
+                        bucket.inc(amount)
+            INFLIGHT.set(inflight)
 
     def _start_flusher(self) -> None:
         with self._lock:

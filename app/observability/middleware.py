@@ -61,27 +61,23 @@ def protocol_of(method: str, path: str) -> str | None:
 
 
 class RequestMetrics:
-    """The per-request metrics, with their labelled children kept by label values."""
+    """The per-request metrics, with their labelled children resolved once per label values."""
 
     def __init__(self) -> None:
-        self._counters: dict[tuple, Any] = {}
-        self._durations: dict[tuple, Any] = {}
+        self._children: dict[tuple, tuple[Any, Any]] = {}  # (protocol, status, model, version) -> children
 
     def record(self, protocol: str, facts: RequestFacts, seconds: float) -> None:
         """Count one answered inference request and observe its duration."""
-        code, model, version = facts.status[:3], facts.model, facts.version
-        key = (protocol, code, model, version)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = metrics.REQUESTS.labels(protocol, code, *metrics.model_labels(model,
-                                                                                                     version))
-        key = (protocol, model, version)
-        duration = self._durations.get(key)
-        if duration is None:
-            duration = self._durations[key] = metrics.REQUEST_SECONDS.labels(protocol, *metrics.model_labels(
-                model, version))
-        metrics.TALLY.end(counter, duration, seconds)
-        self.count_rejection(code, facts)
+        status, model, version = facts.status, facts.model, facts.version
+        children = self._children.get((protocol, status, model, version))
+        if children is None:
+            labels = metrics.model_labels(model, version)
+            children = self._children[(protocol, status, model, version)] = (
+                metrics.REQUESTS.labels(protocol, status[:3], *labels),
+                metrics.REQUEST_SECONDS.labels(protocol, *labels))
+        metrics.TALLY.end(children[0], children[1], seconds)
+        if status[0] != "2":
+            self.count_rejection(status[:3], facts)
 
     def record_explain(self, protocol: str, facts: RequestFacts, seconds: float) -> None:
         """Count one answered explanation and observe its duration (the prediction metrics untouched)."""
@@ -114,9 +110,10 @@ class ObserveRequests:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = perf_counter()
-        protocol, explaining = protocol_of(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")), False
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        protocol, explaining = protocol_of(method, path), False
         if protocol is None:
-            protocol = explain_protocol_of(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+            protocol = explain_protocol_of(method, path)
             explaining = protocol is not None
         counted = self.metrics if protocol is not None else None
         record = None if counted is None else counted.record_explain if explaining else counted.record
