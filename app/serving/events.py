@@ -11,13 +11,14 @@ from app.serving.servable import ServableVersion
 log = logging.getLogger("app.serving.manager")
 
 
-def version_event(event: str, servable: ServableVersion, seconds: float) -> None:
-    """The one line of a load or unload ("loaded", "unloaded"), with the state it left and why."""
+def version_event(event: str, servable: ServableVersion, seconds: float, **fields: object) -> None:
+    """The one line of a load or unload ("loaded", "unloaded": from the re-route, drain included), with the
+    state it left and why."""
     log.info("model %s version %s %s: %s in %.2f s", servable.name, servable.version, event,
              servable.state.value, seconds,
              extra={"model": servable.name, "version": servable.version, "worker": os.getpid(),
                     "duration_s": round(seconds, 3), "event": event, "state": servable.state.value,
-                    **({"reason": servable.error} if servable.error else {})})
+                    **({"reason": servable.error} if servable.error else {}), **fields})
 
 
 def route_events(name: str, before: Route | None, route: Route) -> None:

@@ -73,9 +73,12 @@ class Manager:
                 self._thread = thread
 
     def when_settled(self, callback: Any) -> None:
-        """Run `callback` (in the lifecycle thread) once every version has first settled; at once if done."""
-        self._on_settled.append(callback)
-        if self._settled.is_set():
+        """Run `callback` (on a thread of its own) once every version has first settled; at once if done."""
+        with self._cond:
+            done = self._settled.is_set()
+            if not done:
+                self._on_settled.append(callback)
+        if done:
             callback()
 
     def wait_until_settled(self, timeout: float | None = None) -> bool:
@@ -130,15 +133,16 @@ class Manager:
                 time.sleep(TICK_S)
 
     def _settle_applied(self) -> None:
-        """(Lock held, idle.) Mark the last apply done; the first time, run the settled callbacks."""
+        """(Lock held, idle.) Mark the last apply done; the first time, start the settled callbacks."""
         if self._applied.is_set():
             return
         self._applied.set()
         if not self._settled.is_set():
             self._settled.set()
             self.publish()
-            for callback in self._on_settled:
-                callback()
+            callbacks, self._on_settled = self._on_settled, []  # on their own thread: one may apply() and wait
+            threading.Thread(target=lambda: [callback() for callback in callbacks], name="models-settled",
+                             daemon=True).start()
 
     def _take(self, plans: dict[str, ModelPlan]) -> None:
         """Diff `plans` in: new table, loads queued, removed versions re-routed and handed to drains."""

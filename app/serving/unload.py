@@ -98,10 +98,11 @@ class Drains:
         self._retiring = []
         for drain in [drain for drain in self._draining if drain.done(now)]:
             self._draining.remove(drain)
-            started = time.perf_counter()
+            started = time.monotonic()
             release(drain.servable, drain.reason)
             self._on_state(drain.servable.name, drain.servable.version, ModelState.END)
-            events.version_event("unloaded", drain.servable, time.perf_counter() - started)
+            events.version_event("unloaded", drain.servable, time.monotonic() - drain.since,
+                                 release_s=round(time.monotonic() - started, 3))
 
 
 def release(servable: ServableVersion, reason: str) -> None:

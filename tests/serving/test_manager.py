@@ -302,3 +302,23 @@ def test_a_load_an_unload_and_a_label_change_are_one_log_line_each_with_their_fi
     assert lines == [("loaded", "m", 2), ("label", "m", 2), ("unloaded", "m", 2)]
     for record in caplog.records:
         assert record.worker == os.getpid() and isinstance(record.duration_s, float)
+
+
+def test_a_settled_callback_may_apply_and_wait_for_it(loader):
+    registry = ModelRegistry.from_plans(plan(1), loader)
+    done = threading.Event()
+
+    def follow_up():
+        registry.apply(plan(1, 2))
+        assert registry.wait_applied(30)
+        done.set()
+
+    registry.when_settled(follow_up)
+    try:
+        assert registry.wait_until_settled(30) and done.wait(30)
+        assert registry.get("m", 2).state is AVAILABLE
+        ran = []
+        registry.when_settled(lambda: ran.append(1))  # already settled: at once, once
+        assert ran == [1]
+    finally:
+        registry.close()
