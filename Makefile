@@ -31,6 +31,7 @@ bench: $(BIN)/.dev
 	$(BIN)/python -m bench.optimize
 	$(BIN)/python -m bench.explain
 	$(BIN)/python -m bench.grpc
+	$(BIN)/python -m bench.rollout
 
 # The container image, with podman (no Docker engine needed); not part of `make test` (minutes, TensorFlow
 # download). Where python:3.11-slim cannot be pulled it is built on a debootstrap stand-in (it says so).
