@@ -71,7 +71,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def start_loading_then_serve(environ: dict[str, Any], start_response: Any) -> Any:
         """The first request (`flask run`) starts loading, then leaves the path: a CLI command loads none."""
         registry.start_loading()
-        app.wsgi_app = served  # type: ignore[method-assign]
+        if app.wsgi_app is start_loading_then_serve:  # (not if someone wrapped the app since)
+            app.wsgi_app = served  # type: ignore[method-assign]
         return served(environ, start_response)
 
     app.wsgi_app = start_loading_then_serve  # type: ignore[method-assign]
