@@ -61,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, responses.http_error_response)
     app.register_error_handler(Exception, responses.internal_error)
     app.make_default_options_response = responses.options_response  # type: ignore[method-assign]
+    app.session_interface = responses.NoSessions()
 
     shedder = LoadShedder(app.wsgi_app, app.url_map, settings, loading=lambda: not registry.wait_until_settled(0))
     app.extensions["load_shedder"] = shedder

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Response, request
+from flask import Flask, Request, Response, request
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app import errors
@@ -29,7 +30,7 @@ def _default(value: Any) -> Any:
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A response encoded with orjson (numpy arrays included)."""
     body = orjson.dumps(payload, default=_default, option=JSON_OPTIONS)
-    return Response(body, status=status, headers=headers, mimetype="application/json")
+    return Response(body, status=status, headers=headers, content_type="application/json")  # no charset to add
 
 
 def error_style() -> str:
@@ -109,3 +110,14 @@ def options_response() -> Response:
     adapter = request.url_rule and request.url_rule.map.bind_to_environ(request.environ)
     methods = sorted(adapter.allowed_methods()) if adapter else ["OPTIONS"]
     return json_response({"allow": methods}, headers={"Allow": ", ".join(methods)})
+
+
+class NoSessions(SecureCookieSessionInterface):
+    """Flask's session step for an API without cookies: one shared empty, read-only session, not a new
+    one per request (and, being a null session, never saved)."""
+
+    shared = NullSession()
+
+    def open_session(self, app: Flask, request: Request) -> NullSession:
+        """The shared null session."""
+        return self.shared
