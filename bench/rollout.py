@@ -1,6 +1,6 @@
 """A rollout and a rollback under load: what a switch of versions costs the requests in flight, and memory.
 
-.venv/bin/python -m bench.rollout [--connections 32] [--steady 10] [--out DIR]
+.venv/bin/python -m bench.rollout [--connections 32] [--steady 10] [--hidden 64] [--out DIR]
 Serves version 1 of the bench MLP (256 -> 64 -> 10) with the service (gunicorn.conf.py, 2 workers,
 SERVING_POLL_SECONDS=1, a management token), 32 keep-alive connections posting 1-row full-precision
 /predict bodies naming neither version nor label, and in turn: version 2 published into the watched folder
@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 
 from bench import servers
-from bench.models import Scenario, predict_body, sample_rows
+from bench.models import MLP_HIDDEN, Scenario, predict_body, sample_rows
 from bench.rollout_load import Load
 from bench.rollout_procs import Sampler, build_versions, write_json
 from bench.rollout_stats import StepSummary, rss_summary, summarize, switch_by_worker, table, targets, targets_text
@@ -126,18 +126,24 @@ def run_step(step: Step, load: Load, probes: list[Load], sampler: Sampler, host:
     return StepSummary(**{**asdict(summary), "rss_peak_mb": peak, "rss_settled_mb": settled})
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> None:
     """Build the versions, serve, load, roll out and back, print the table and targets, write the JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.rollout", description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of steady load measured first")
+    parser.add_argument("--hidden", type=int, default=MLP_HIDDEN, help="width of the MLP's hidden layer (a "
+                        "wider one makes a version's memory visible in RSS: 4096 is ~4 MB of weights)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
-    began = time.monotonic()
+    began, load_before = time.monotonic(), _loadavg()
     work = Path(tempfile.mkdtemp(prefix="keras-rollout-"))
     models, staged = work / "models", work / "staging" / "2"
     print(f"building versions 1 and 2 of {MODEL} in {work} ...", flush=True)
-    build_versions({1: models / MODEL / "1" / "model.keras", 2: staged / "model.keras"}, servers.ROOT)
+    build_versions({1: models / MODEL / "1" / "model.keras", 2: staged / "model.keras"}, servers.ROOT, args.hidden)
     write_json(models / MODEL / "serving.json", {"default_version": 1, "labels": {"stable": 1}})
     env = {"WEB_CONCURRENCY": "2", "SERVING_POLL_SECONDS": "1", "SERVING_API_TOKENS": TOKEN,
            "SERVING_GRPC_PORT": "0"}
@@ -167,7 +173,9 @@ def main() -> None:
                       f"p99 {result.p99_ms:.1f} ms", flush=True)
             workers = sorted(sampler.workers_seen)
             transport = load.errors()
-    print(f"\ntransport errors (status 0) by kind: {transport or 'none'}; server log: {work / 'logs'}")
+    print(f"\nload average (1, 5, 15 min) before: {load_before}, after: {_loadavg()} (a shared machine: other "
+          "jobs' CPU shows up as p99 and 429s)")
+    print(f"transport errors (status 0) by kind: {transport or 'none'}; server log: {work / 'logs'}")
     print(f"workers seen: {workers} (a new pid means gunicorn restarted one); switch s: max over each worker's "
           "connections of the time from the change to its first answer from the new version")
     print(table(results, steady.p99_ms, steady_rss))
@@ -178,7 +186,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"steady": asdict(steady), "steady_rss_mb": steady_rss, "steps": [asdict(r) for r in results],
                "targets": [{"target": n, "pass": ok, "detail": d} for n, ok, d in checks], "workers": workers,
-               "elapsed_s": round(time.monotonic() - began)}
+               "elapsed_s": round(time.monotonic() - began), "loadavg": [load_before, _loadavg()]}
     (args.out / "rollout.json").write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {args.out / 'rollout.json'}; the whole run took {time.monotonic() - began:.0f}s")
 

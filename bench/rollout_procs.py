@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.models import MLP_HIDDEN
 from tests.support import children
 
 ESTABLISHED = "01"
@@ -23,21 +24,22 @@ import os, sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
-from bench.models import MLP_HIDDEN, MLP_INPUTS, MLP_OUTPUTS
-for seed, path in zip(sys.argv[1::2], sys.argv[2::2]):
+from bench.models import MLP_INPUTS, MLP_OUTPUTS
+for seed, path in zip(sys.argv[2::2], sys.argv[3::2]):
     keras.utils.set_random_seed(int(seed))
     x = keras.Input((MLP_INPUTS,), name="features")
-    h = keras.layers.Dense(MLP_HIDDEN, activation="relu")(x)
+    h = keras.layers.Dense(int(sys.argv[1]), activation="relu")(x)
     model = keras.Model(x, keras.layers.Dense(MLP_OUTPUTS, activation="softmax", name="probs")(h))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     model.save(path)
 """
 
 
-def build_versions(paths: dict[int, Path], cwd: Path) -> None:
-    """Save the bench MLP (256 -> 64 -> 10) at each path, seeded by its version: the versions' outputs differ."""
+def build_versions(paths: dict[int, Path], cwd: Path, hidden: int = MLP_HIDDEN) -> None:
+    """Save the bench MLP (256 -> `hidden` -> 10) at each path, seeded by its version: their outputs differ."""
     args = [str(a) for version, path in paths.items() for a in (version, path)]
-    subprocess.run([sys.executable, "-c", BUILD, *args], check=True, cwd=cwd, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-c", BUILD, str(hidden), *args], check=True, cwd=cwd, capture_output=True,
+                   timeout=300)
 
 
 def write_json(path: Path, document: dict) -> None:
