@@ -51,6 +51,14 @@ class InvalidTensor(BadRequest):
     code = "invalid_tensor"
 
 
+class ModelLoadFailed(ServingError):
+    """400 (as Triton answers a failed load): a load through the control API left a version FAILED in
+    some worker; `details["failures"]` lists {"worker", "model", "version", "error"}."""
+
+    code = "model_load_failed"
+    status = 400
+
+
 class Unauthorized(ServingError):
     """401: the route needs `Authorization: Bearer TOKEN` and none, or a wrong one, was sent."""
 

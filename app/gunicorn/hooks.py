@@ -11,6 +11,7 @@ from app.gunicorn.grpc_server import start_grpc, stop_grpc
 from app.gunicorn.worker import READINESS
 from app.observability import multiproc, stderr_relay, tracing
 from app.observability.gunicorn_logs import json_logs
+from app.serving import control_state
 from app.serving.source import check_model_dir
 from app.settings import load_settings
 
@@ -23,6 +24,7 @@ def on_starting(server: Any) -> None:
         server.log.error("Error: %s", exc)
         raise SystemExit(1) from None
     multiproc.prepare_folder()  # the metric files' folder, empty, before any worker forks (on_exit removes it)
+    control_state.prepare_runtime()  # model control's folder (SERVING_RUNTIME_DIR), likewise
 
 
 def when_ready(server: Any) -> None:
@@ -75,11 +77,13 @@ def post_fork(server: Any, worker: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     """(master) A worker exited: its live gauges (in-flight requests, model states) stop counting."""
     multiproc.mark_dead(worker.pid)
+    control_state.forget_worker(worker.pid)  # its model-control results
 
 
 def on_exit(server: Any) -> None:
-    """(master) Remove the metric files' folder if the master made it."""
+    """(master) Remove the metric files' and model control's folders if the master made them."""
     multiproc.remove_made_folder()
+    control_state.remove_made_runtime()
 
 
 def _registry(worker: Any) -> Any:

@@ -40,6 +40,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from app.gunicorn.http_errors import error_answer
 from app.gunicorn.queue_wait import set_queue_wait
 from app.gunicorn.table import ConnectionTable
+from app.serving.control_worker import attach_control
 from app.serving.readiness import InstanceReadiness, ReadinessTable
 
 DEFER_S = 0.001           # how long a worker over its share waits before it looks again
@@ -86,8 +87,10 @@ class QueueTimedThreadWorker(ThreadWorker):
             self._hold_accepts = False
             return
         if self._slot is not None:
-            registry.attach_instance(InstanceReadiness(READINESS, self._slot, os.getpid(), self.cfg.workers,
-                                                       lambda slot, pid: TABLE.holds(slot, pid, self.ppid)))
+            instance = InstanceReadiness(READINESS, self._slot, os.getpid(), self.cfg.workers,
+                                         lambda slot, pid: TABLE.holds(slot, pid, self.ppid))
+            registry.attach_instance(instance)
+            attach_control(app, instance, lambda slot: TABLE.is_live(slot, self.ppid))  # load/unload: every worker
         registry.when_settled(self._models_settled)
 
     def _models_settled(self) -> None:
