@@ -11,7 +11,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from werkzeug.exceptions import HTTPException
 
     from app import errors, observability
-    from app.api import docs, explain, native, responses, tfserving, v2
+    from app.api import docs, explain, native, repository, responses, tfserving, v2
     from app.api.admission import LoadShedder
     from app.api.auth import RequireTokens
     from app.api.dataplane import DataPlane
@@ -22,7 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.observability.metrics import observed_loader, publish_state
     from app.serving.control import LocalControl
     from app.serving.control_state import read_state
-    from app.serving.control_worker import planner
+    from app.serving.control_worker import ControlLink
     from app.serving.lazy_loader import TensorFlowLoader
     from app.serving.publishing import PublishingCheck
     from app.serving.registry import ModelRegistry
@@ -46,14 +46,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         loading_wait=settings.loading_wait, on_state=publish_state if settings.metrics else None)
     dataplane = DataPlane(registry, settings.max_request_rows)
     app.extensions.update(settings=settings, registry=registry, dataplane=dataplane, control_state=control_state)
+    # Polling off, a load through the API takes every file on disk (no later scan would see a copy settle).
+    watched = publishing if settings.poll_seconds > 0 else None
+    link = ControlLink()  # under gunicorn the worker binds it: the watcher follows the control generation
     watcher = Watcher(registry, lambda: plan_models(settings.model_dir, settings, current_overrides(app),
-                                                    stable=publishing), settings.poll_seconds)
-    app.extensions["watcher"] = watcher
+                                                    stable=watched), settings.poll_seconds,
+                      generation=link.generation, report=link.report, apply_timeout=settings.control_timeout)
+    app.extensions.update(watcher=watcher, control_link=link)
     registry.when_settled(watcher.start)  # SERVING_POLL_SECONDS > 0: re-plan and apply every N s
-    # gunicorn: InstanceControl
-    app.extensions["control"] = LocalControl(registry, settings, planner(settings), control_state)
+    app.extensions["control"] = LocalControl(  # gunicorn's workers replace it with an InstanceControl
+        registry, settings, lambda state: plan_models(settings.model_dir, settings, state.overrides(), stable=watched),
+        control_state)
     app.url_map.converters["int"] = VersionConverter  # before the routes: a version beyond 64 bits is no route
-    for blueprint in (native.bp, tfserving.bp, v2.bp, docs.bp, explain.bp):
+    for blueprint in (native.bp, tfserving.bp, v2.bp, repository.bp, docs.bp, explain.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(models_cli)
 

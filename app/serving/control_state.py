@@ -26,18 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from app.serving.model_settings import ModelSettings
+from app.serving.version_policy import ModelOverride
 
 VARIABLE = "SERVING_RUNTIME_DIR"
 CONTROL, LOCK, RESULTS = "control.json", "control.lock", "results"
 _made: list[Path] = []
-
-
-@dataclass(frozen=True)
-class ModelOverride:
-    """What the control API set for one model: unloaded (no version aspired), or a serving.json to use instead."""
-
-    unloaded: bool = False
-    config: ModelSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Model control across workers (app/serving/control*.py): the control file, the generation in shared memory,
 workers that carry a change out and report back, and the answers the API gets.
 
-Workers are simulated in this process: each a `WorkerControl` following the real shared table and the real
-runtime folder, with its own slot and pid, in front of a registry that applies the control state it is given
+Workers are simulated in this process: each the real watcher following, through a `WorkerControl`, the real
+shared table and runtime folder, with its own slot and pid, in front of a registry that applies the control
+state it is given (the watcher's plan here is the control file itself)
 (the registries themselves are tested in tests/serving/test_registry.py; the real fan-out across gunicorn's
 processes in tests/e2e/test_model_control.py).
 """
@@ -20,9 +21,10 @@ from app import errors
 from app.serving import control_state
 from app.serving.control import InstanceControl, LocalControl
 from app.serving.control_state import ControlState, read_state, update_state
-from app.serving.control_worker import WorkerControl
+from app.serving.control_worker import ControlLink, WorkerControl
 from app.serving.readiness import InstanceReadiness, ReadinessTable
 from app.serving.types import ModelState
+from app.serving.watcher import Watcher
 from app.settings import load_settings
 
 
@@ -79,21 +81,26 @@ class Instance:
     def __init__(self, model_dir: Path, runtime: Path, timeout: float = 60) -> None:
         self.table, self.runtime, self.live = ReadinessTable(slots=4), runtime, set()
         self.settings = load_settings({"MODEL_DIR": model_dir, "RUNTIME_DIR": runtime, "CONTROL_TIMEOUT": timeout})
-        self.workers: dict[int, tuple[InstanceReadiness, Registry, WorkerControl]] = {}
+        self.workers: dict[int, tuple[InstanceReadiness, Registry, Watcher]] = {}
 
-    def start(self, slot: int, pid: int, registry: Registry | None = None) -> WorkerControl:
+    def start(self, slot: int, pid: int, registry: Registry | None = None) -> Watcher:
+        """A worker as the factory and gunicorn's worker make it: first planned from the file, then following."""
         self.live.add(slot)
         readiness = InstanceReadiness(self.table, slot, pid, 2, lambda slot, pid: self._live(slot, pid))
         registry = registry or Registry()
+        registry.state = read_state(self.runtime)
         readiness.publish(True, [("m", 1, ModelState.AVAILABLE)], strict=True)
-        follower = WorkerControl(self.runtime, readiness, registry, lambda state: state, timeout=60)
-        self.workers[slot] = (readiness, registry, follower)
-        follower.start(None)
-        return follower
+        follower, link = WorkerControl(self.runtime, readiness, registry), ControlLink()
+        watcher = Watcher(registry, follower.state, 0, generation=link.generation, report=link.report,
+                          apply_timeout=60)
+        link.bind(follower)
+        self.workers[slot] = (readiness, registry, watcher)
+        watcher.start()
+        return watcher
 
     def stop(self) -> None:
-        for _, registry, follower in self.workers.values():
-            follower.stop()
+        for _, registry, watcher in self.workers.values():
+            watcher.stop()
             registry.release.set()
 
     def _live(self, slot: int, pid: int) -> bool:
@@ -127,10 +134,11 @@ def test_a_worker_started_later_comes_up_in_the_state_the_api_last_set(model_dir
     instance.start(0, 100)
     instance.control().unload("m")
     instance.live.discard(1)
-    later = instance.start(1, 201)  # gunicorn replaced a worker
+    instance.start(1, 201)  # gunicorn replaced a worker
     registry = instance.workers[1][1]
-    assert registry.state.overrides()["m"].unloaded and later.applied == 1
-    assert [slot.applied for slot in instance.table.read([1])] == [1]
+    assert registry.state.overrides()["m"].unloaded  # planned from the file at start
+    assert instance.control().load("m").workers == 2  # and it follows the next change
+    assert registry.state.models == {}
 
 
 def test_a_version_failed_in_one_worker_answers_model_load_failed_naming_it(model_dir, runtime, instances):
