@@ -11,7 +11,6 @@ TENSOR = {"description": "a number, a boolean, or nested lists of them (one leve
           "anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "array", "items": {}}]}
 # A batch: one tensor for a one-input model, or an object from input (or output) name to tensor.
 NAMED_TENSORS = {"anyOf": [TENSOR, {"type": "object", "additionalProperties": TENSOR}]}
-STATES = ["LOADING", "AVAILABLE", "FAILED", "UNLOADING"]
 MODEL_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "example": "iris"}
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -41,7 +40,10 @@ class PredictRequest(Schema):
     model = fields.String(allow_none=True, validate=validate.Length(min=1),
                           metadata={"description": "needed when more than one model is served", "example": "iris"})
     version = fields.Integer(allow_none=True, validate=validate.Range(min=1),
-                             metadata={"description": "default: the highest AVAILABLE version"})
+                             metadata={"description": "default: serving.json `default_version`, else the highest "
+                                                      "version AVAILABLE in every worker"})
+    label = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"), metadata={
+        "description": "a serving.json `labels` name instead of `version` (not both)", "example": "stable"})
     instances = fields.List(fields.Raw(metadata=NAMED_TENSORS), metadata={
         "description": "one entry per row: a tensor, or an object from input name to tensor",
         "example": [IRIS_ROW]})
@@ -58,67 +60,6 @@ class PredictResponse(Schema):
         "description": "one entry per row: a tensor, or an object from output name to tensor (several outputs)"})
     outputs = fields.Raw(metadata={**NAMED_TENSORS, "description": "a batch tensor, or an object from output "
                                                                    "name to batch tensor (several outputs)"})
-
-
-class TensorSpec(Schema):
-    name = fields.String(required=True)
-    shape = fields.List(fields.Integer(allow_none=True), required=True,
-                        metadata={"description": "null for a variable dimension"})
-    dtype = fields.String(required=True, metadata={"example": "float32"})
-
-
-class VersionSummary(Schema):
-    version = fields.Integer(required=True)
-    state = fields.String(required=True, validate=validate.OneOf(STATES))
-    error = fields.String(metadata={"description": "why the version FAILED"})
-
-
-class VersionDetail(VersionSummary):
-    """Everything known about one version; keys beyond these may be added."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    source = fields.String(allow_none=True)
-    settings_file = fields.String(allow_none=True)
-    custom_objects = fields.String(allow_none=True)
-    format = fields.String(allow_none=True)
-    loaded_by = fields.String(allow_none=True)
-    keras_version = fields.String(allow_none=True)
-    backend = fields.String(allow_none=True)
-    load_seconds = fields.Float(allow_none=True)
-    warmup_seconds = fields.Float(allow_none=True)
-    loaded_at = fields.String(allow_none=True)
-    runtime = fields.Dict(metadata={"description": "kind (tflite or tf_function), not_tflite_because, call_us"})
-    inputs = fields.List(fields.Nested(TensorSpec))
-    outputs = fields.List(fields.Nested(TensorSpec))
-    batching = fields.Dict(required=True, metadata={"description": "the effective batching settings"})
-    stats = fields.Dict(metadata={"description": "this worker's counters (requests, rows, batches, queue_ms, ...)"})
-
-
-class NamedVersionDetail(VersionDetail):
-    name = fields.String(required=True)
-
-
-class ModelSummary(Schema):
-    name = fields.String(required=True)
-    versions = fields.List(fields.Nested(VersionSummary), required=True)
-
-
-class Admission(Schema):
-    max_queue_wait_ms = fields.Float(required=True)
-    queue_wait_grace_ms = fields.Float(required=True)
-    shed_requests = fields.Integer(required=True)
-
-
-class ModelList(Schema):
-    models = fields.List(fields.Nested(ModelSummary), required=True)
-    admission = fields.Nested(Admission, required=True)
-
-
-class ModelDetail(Schema):
-    name = fields.String(required=True)
-    versions = fields.List(fields.Nested(VersionDetail), required=True)
 
 
 class Health(Schema):

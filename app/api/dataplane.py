@@ -39,6 +39,7 @@ class InferRequest:
 
     model: str | None
     version: int | None = None
+    label: str | None = None  # serving.json `labels`: the version it names (never with `version`)
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     instances: list[Any] | None = None  # rows sent as objects keyed by input name
     outputs: tuple[RequestedOutput, ...] | None = None  # None: every output, in the model's order
@@ -66,13 +67,13 @@ class DataPlane:
         self.registry = registry
         self.max_request_rows = max_request_rows
 
-    def resolve(self, model: str | None, version: int | None = None) -> ServableVersion:
-        """The AVAILABLE servable a request names (404 unknown, 503 not available)."""
-        return self.registry.resolve(model, version)
+    def resolve(self, model: str | None, version: int | None = None, label: str | None = None) -> ServableVersion:
+        """The AVAILABLE servable a request names by version or label (404 unknown, 503 not available)."""
+        return self.registry.resolve(model, version, label)
 
     def infer(self, request: InferRequest) -> InferResponse:
         """Run one request: model, then inputs, then the batcher; outputs as requested."""
-        servable = self.registry.resolve(request.model, request.version)
+        servable = self.registry.resolve(request.model, request.version, request.label)
         note_servable(servable.name, servable.version)
         signature = servable.signature
         assert signature is not None and servable.batcher is not None  # resolve() answers AVAILABLE ones

@@ -1,4 +1,4 @@
-"""Explanations: native POST /explain and TF Serving style POST /v1/models/NAME[/versions/V]:explain.
+"""Explanations: native POST /explain and TF Serving style POST /v1/models/NAME[/versions/V|/labels/L]:explain.
 
 The /predict envelope plus `method`, `target`, `baseline` and `steps` (native: at the top level;
 /v1: under `parameters`, the verb KServe's V1 protocol uses). Checks come in the data plane's order
@@ -18,7 +18,7 @@ from app.api.context import dataplane, settings
 from app.api.dataplane import InferRequest, bind_inputs
 from app.api.explain_options import OPTION_KEYS, method_and_steps, options_for
 from app.api.instances import decode_tensors
-from app.api.native import require_json
+from app.api.native import VERSION_HEADER, require_json
 from app.api.responses import json_response
 from app.api.schemas import load_predict_request
 from app.api.tfserving import DEFAULT_SIGNATURE
@@ -51,10 +51,11 @@ def decode_native(http: Request) -> tuple[InferRequest, dict[str, Any]]:
     options = {key: json_body.plain(envelope.pop(key)) for key in OPTION_KEYS if key in envelope}
     checked = load_predict_request(envelope)
     key = "instances" if "instances" in checked else "inputs"
-    return decode_tensors(body, document, key, checked["model"], checked["version"]), options
+    return decode_tensors(body, document, key, checked["model"], checked["version"], checked["label"]), options
 
 
-def decode_tfserving(http: Request, name: str, version: int | None) -> tuple[InferRequest, dict[str, Any]]:
+def decode_tfserving(http: Request, name: str, version: int | None,
+                     label: str | None = None) -> tuple[InferRequest, dict[str, Any]]:
     """A :explain body: `instances` or `inputs`, optional `signature_name`, options under `parameters`."""
     body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
@@ -71,7 +72,7 @@ def decode_tfserving(http: Request, name: str, version: int | None) -> tuple[Inf
     if not isinstance(parameters, dict) or set(parameters) - set(OPTION_KEYS):
         raise errors.InvalidRequest(f"'parameters' must be an object of {', '.join(OPTION_KEYS)}",
                                     {"allowed": list(OPTION_KEYS)})
-    return decode_tensors(body, document, given[0], name, version), parameters
+    return decode_tensors(body, document, given[0], name, version, label), parameters
 
 
 def explain_request(decoded: InferRequest, options: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def explain_request(decoded: InferRequest, options: dict[str, Any]) -> dict[str,
     config = settings()
     method, steps = method_and_steps(options, config.max_explain_steps)
     note_explain_method(method)  # for keras_serve_explain_* and the access line
-    servable = dataplane().resolve(decoded.model, decoded.version)
+    servable = dataplane().resolve(decoded.model, decoded.version, decoded.label)
     note_servable(servable.name, servable.version)  # for the access line
     signature = servable.signature
     assert signature is not None
@@ -102,13 +103,16 @@ def explain_request(decoded: InferRequest, options: dict[str, Any]) -> dict[str,
 def explain() -> Response:
     """Attributions of each input for one output of a model, per row (integrated gradients by default)."""
     decoded, options = decode_native(request)
-    return json_response(explain_request(decoded, options))
+    answer = explain_request(decoded, options)
+    return json_response(answer, headers={VERSION_HEADER: str(answer["version"])})
 
 
 @bp.post("/v1/models/<name>:explain")
 @bp.post("/v1/models/<name>/versions/<int:version>:explain")
-def explain_tfserving(name: str, version: int | None = None) -> Response:
+@bp.post("/v1/models/<name>/labels/<label>:explain")
+def explain_tfserving(name: str, version: int | None = None, label: str | None = None) -> Response:
     """TF Serving style explain: `instances` or `inputs`, options under `parameters`; answers `explanations`."""
-    decoded, options = decode_tfserving(request, name, version)
+    decoded, options = decode_tfserving(request, name, version, label)
     answer = explain_request(decoded, options)
-    return json_response({key: value for key, value in answer.items() if key not in ("model", "version")})
+    return json_response({key: value for key, value in answer.items() if key not in ("model", "version")},
+                         headers={VERSION_HEADER: str(answer["version"])})

@@ -17,12 +17,12 @@ from app.api.json_body import Array, Object
 
 
 def decode_tensors(body: bytes, document: Object, key: str, model: str | None,
-                   version: int | None) -> InferRequest:
+                   version: int | None, label: str | None = None) -> InferRequest:
     """The request whose tensors are `document[key]` (`instances` or `inputs`), envelope already checked."""
     value = document[key]
     row_format = key == "instances"
     if row_format and isinstance(value, Array) and len(value) and all(isinstance(row, Object) for row in value):
-        return InferRequest(model, version, instances=json_body.plain(value), row_format=True)
+        return InferRequest(model, version, label, instances=json_body.plain(value), row_format=True)
     if isinstance(value, Object):
         paths = {name: (key, name) for name in json_body.fields(value)}
     else:
@@ -30,8 +30,8 @@ def decode_tensors(body: bytes, document: Object, key: str, model: str | None,
     try:
         inputs = json_body.tensors(body, document, paths)
     except errors.ServingError as exc:  # a bad tensor is an input error: after the model is known
-        return InferRequest(model, version, row_format=row_format, input_error=exc)
-    return InferRequest(model, version, inputs=inputs, row_format=row_format)
+        return InferRequest(model, version, label, row_format=row_format, input_error=exc)
+    return InferRequest(model, version, label, inputs=inputs, row_format=row_format)
 
 
 def as_rows(outputs: dict[str, np.ndarray]) -> Any:

@@ -16,25 +16,27 @@ from app.api.schemas import load_predict_request
 
 bp = Blueprint("native", __name__)
 
+VERSION_HEADER = "X-Model-Version"  # on every inference answer of every REST surface: the version that computed it
+
 
 def decode(http: Request) -> InferRequest:
-    """A /predict body: {"model", "version", and "instances" (rows) or "inputs" (columns)}."""
+    """A /predict body: {"model", "version" or "label", and "instances" (rows) or "inputs" (columns)}."""
     require_json(http)
     body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
     envelope = load_predict_request(json_body.fields(document))
     key = "instances" if "instances" in envelope else "inputs"
-    return decode_tensors(body, document, key, envelope["model"], envelope["version"])
+    return decode_tensors(body, document, key, envelope["model"], envelope["version"], envelope["label"])
 
 
 def encode(decoded: InferRequest, response: InferResponse) -> Response:
-    """Rows answer `predictions`, columns answer `outputs`; both name the model and version."""
+    """Rows answer `predictions`, columns answer `outputs`; both name the model and version (also in a header)."""
     body: dict[str, Any] = {"model": response.model, "version": response.version}
     if decoded.row_format:
         body["predictions"] = as_rows(response.outputs)
     else:
         body["outputs"] = as_columns(response.outputs)
-    return json_response(body)
+    return json_response(body, headers={VERSION_HEADER: str(response.version)})
 
 
 def require_json(http: Request) -> None:

@@ -1,6 +1,7 @@
 """marshmallow schemas for request envelopes, over simdjson proxies (tensors are read by app.api.json_body)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -8,15 +9,19 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from app import errors
 from app.api.json_body import Array
 
+LABEL_PATTERN = r"^[A-Za-z0-9_.-]+$"  # serving.json `labels` names
+
 
 class PredictRequestSchema(Schema):
-    """`POST /predict`: model, version and exactly one of instances / inputs."""
+    """`POST /predict`: model, version or label, and exactly one of instances / inputs."""
 
     class Meta:
         unknown = RAISE
 
     model = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
     version = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1))
+    label = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(LABEL_PATTERN, error=(
+        "a label is letters, digits, `_`, `.` and `-`")))
     # Raw with a type check: fields.List would visit every row (0.7 ms for 1000 rows).
     instances = fields.Raw(validate=lambda value: _require_list(value, "instances"))
     inputs = fields.Raw()
@@ -27,6 +32,11 @@ class PredictRequestSchema(Schema):
         if len(given) != 1:
             raise ValidationError("send exactly one of `instances` (rows) or `inputs` (columns)", "_schema")
 
+    @validates_schema
+    def version_or_label(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("version") is not None and data.get("label") is not None:
+            raise ValidationError("name a `version` or a `label`, not both", "_schema")
+
 
 def _require_list(value: Any, field: str) -> None:
     if not isinstance(value, Array):
@@ -35,6 +45,7 @@ def _require_list(value: Any, field: str) -> None:
 
 _PREDICT = PredictRequestSchema()
 _PLAIN_KEYS = frozenset(_PREDICT.fields)
+_LABEL = re.compile(LABEL_PATTERN)
 
 
 def plain_predict_request(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -46,18 +57,20 @@ def plain_predict_request(data: dict[str, Any]) -> dict[str, Any] | None:
     """
     if not data.keys() <= _PLAIN_KEYS or ("instances" in data) == ("inputs" in data):
         return None
-    model, version = data.get("model"), data.get("version")
+    model, version, label = data.get("model"), data.get("version"), data.get("label")
     if model is not None and not (type(model) is str and model):
         return None
     if version is not None and not (type(version) is int and version >= 1):
         return None
+    if label is not None and (version is not None or type(label) is not str or not _LABEL.match(label)):
+        return None
     if "instances" in data:
         if not isinstance(data["instances"], Array):
             return None
-        return {"model": model, "version": version, "instances": data["instances"]}
+        return {"model": model, "version": version, "label": label, "instances": data["instances"]}
     if data["inputs"] is None:
         return None
-    return {"model": model, "version": version, "inputs": data["inputs"]}
+    return {"model": model, "version": version, "label": label, "inputs": data["inputs"]}
 
 
 def load_predict_request(data: Any) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from app.api import json_body, v2_codec
+from app.api import v2_codec
 from app.api.body import read_body
 from app.api.context import dataplane, settings
+from app.api.native import VERSION_HEADER
 from app.api.responses import json_response
 from app.api.v2_datatypes import datatype_of, v2_shape
 from app.serving.servable import ServableVersion
@@ -23,10 +24,11 @@ bp = Blueprint("v2", __name__)
 SERVER_NAME = "keras-model-server"
 SERVER_VERSION = "1.0.0"
 PLATFORM = "keras"
-# Only what exists: the repository index alone is not the model_repository extension (load/unload).
-EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+# Only what exists: model_repository is the index, load and unload (app.api.repository).
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
 REPOSITORY_STATES = {ModelState.AVAILABLE: "READY", ModelState.LOADING: "LOADING",
-                     ModelState.UNLOADING: "UNLOADING", ModelState.FAILED: "UNAVAILABLE"}
+                     ModelState.UNLOADING: "UNLOADING", ModelState.FAILED: "UNAVAILABLE",
+                     ModelState.END: "UNAVAILABLE"}
 NOT_READY = 400  # the V2 spec: "a 4xx status code indicates false"
 
 
@@ -81,26 +83,17 @@ def model_config(name: str, version: int | None = None) -> Response:
     return json_response(triton_config(servable, dataplane().max_request_rows))
 
 
-@bp.post("/v2/repository/index")
-def repository_index() -> Response:
-    """Every model version with its state (READY, LOADING, UNAVAILABLE, UNLOADING) and reason."""
-    body = _body()
-    options = json_body.plain(json_body.parse_object(body)) if body.strip() else {}
-    only_ready = options.get("ready") is True
-    entries = [{"name": v.name, "version": str(v.version), "state": REPOSITORY_STATES[v.state],
-                "reason": v.error or ""} for v in dataplane().registry.versions()]
-    return json_response([e for e in entries if e["state"] == "READY" or not only_ready])
-
-
 @bp.post("/v2/models/<name>/infer")
 @bp.post("/v2/models/<name>/versions/<int:version>/infer")
 def model_infer(name: str, version: int | None = None) -> Response:
     """Run a model on JSON or binary tensors; answer with JSON or binary outputs as asked."""
     decoded = v2_codec.decode(_body(), request.headers.get(v2_codec.HEADER_LENGTH), name, version)
-    body, header_length = v2_codec.encode(decoded, dataplane().infer(decoded))
+    response = dataplane().infer(decoded)
+    body, header_length = v2_codec.encode(decoded, response)
     if header_length is None:
-        return Response(body, mimetype="application/json")
-    return Response(body, mimetype="application/octet-stream", headers={v2_codec.HEADER_LENGTH: str(header_length)})
+        return Response(body, mimetype="application/json", headers={VERSION_HEADER: str(response.version)})
+    return Response(body, mimetype="application/octet-stream", headers={
+        v2_codec.HEADER_LENGTH: str(header_length), VERSION_HEADER: str(response.version)})
 
 
 def _body() -> bytes:

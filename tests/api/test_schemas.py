@@ -21,6 +21,7 @@ def plain(loaded: dict | None) -> dict | None:
 VALUES = {
     "model": [None, "", "m", 1, True, ["m"]],
     "version": [None, 0, 1, 2, True, 1.0, "1", -1],
+    "label": [None, "canary", "", "a b", 1],
     "instances": [None, [], [[1.0]], {"a": 1}, "x", 1],
     "inputs": [None, [], [[1.0]], {"a": [1]}, "x", 1],
     "other": [1],
@@ -52,7 +53,10 @@ def test_the_fast_path_loads_exactly_what_the_schema_loads_and_never_more():
 
 def test_common_envelopes_take_the_fast_path():
     assert plain(plain_predict_request(proxied({"instances": [[1.0, 2.0]]}))) == {
-        "model": None, "version": None, "instances": [[1.0, 2.0]]}
+        "model": None, "version": None, "label": None, "instances": [[1.0, 2.0]]}
     assert plain(plain_predict_request(proxied({"model": "m", "version": 2, "inputs": {"a": [1]}}))) == {
-        "model": "m", "version": 2, "inputs": {"a": [1]}}
+        "model": "m", "version": 2, "label": None, "inputs": {"a": [1]}}
+    assert plain(plain_predict_request(proxied({"model": "m", "label": "canary", "inputs": [1]}))) == {
+        "model": "m", "version": None, "label": "canary", "inputs": [1]}
+    assert plain_predict_request(proxied({"version": 1, "label": "canary", "inputs": [1]})) is None
     assert plain_predict_request(proxied({"model": "m", "instances": [], "inputs": []})) is None

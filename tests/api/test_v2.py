@@ -57,7 +57,7 @@ def decode(response) -> dict[str, np.ndarray]:
 def test_server_metadata_health_and_readiness(client):
     meta = client.get("/v2").get_json()
     assert meta["name"] and "binary_tensor_data" in meta["extensions"]
-    assert "model_repository" not in meta["extensions"]  # only the index exists, not load/unload
+    assert "model_repository" in meta["extensions"]  # the index, load and unload (tests/api/test_repository.py)
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200  # STRICT_READINESS is off in the app fixture
     assert client.get("/v2/models/dense/ready").status_code == 200
