@@ -97,6 +97,13 @@ class MethodNotAllowed(ServingError):
     status = 405
 
 
+class RequestTimeout(ServingError):
+    """408: the request did not arrive whole within SERVING_REQUEST_READ_TIMEOUT (app.gunicorn.read_timeout)."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class PayloadTooLarge(ServingError):
     code = "payload_too_large"
     status = 413

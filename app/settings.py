@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     request_timeout: NonNegativeFloat = Field(30.0, description=(
         "Seconds from a request's arrival at its model to its answer (queued or in a forward pass) "
         "before it gets 504 `deadline_exceeded` (0 disables)."))
+    request_read_timeout: NonNegativeFloat = Field(30.0, description=(
+        "Seconds from a request's first byte until it must have arrived whole (headers and body), else 408 "
+        "`request_timeout` and the connection closes: a slow client holds a thread at most this long (0: no limit)."))
     loading_wait: NonNegativeFloat = Field(30.0, description=(
         "Seconds a request for a version that is still LOADING waits for it before 503."))
     poll_seconds: NonNegativeFloat = Field(0.0, description="Seconds between each worker's scans of SERVING_MODEL_DIR: "

@@ -2,18 +2,29 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import importlib
+import inspect
 import json
 import multiprocessing
 import os
 import queue
+import re
+import socket
 import threading
 import types
+from typing import Any
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.http import RequestParser
 from gunicorn.http import errors as http
+from gunicorn.http.wsgi import Response
 
-from app.gunicorn import hooks
+from app import errors
+from app.gunicorn import hooks, one_write
 from app.gunicorn.http_errors import error_answer
+from app.gunicorn.read_timeout import DeadlineSocket
 from app.gunicorn.table import ConnectionTable, process_identity
 from app.gunicorn.worker import TOLERANCE, should_defer
 
@@ -178,3 +189,84 @@ def test_worker_exit_closes_the_registry():
     hooks.worker_exit(server=None, worker=_worker_with(registry))
     assert registry.closed
     hooks.worker_exit(server=None, worker=_worker_with(None))  # an app without a registry: nothing to close
+
+
+def test_a_request_read_timeout_answers_408_in_our_json_error_shape():
+    head, _, body = error_answer(errors.RequestTimeout("too slow", {"timeout_seconds": 2.0})).to_bytes().partition(
+        b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close" in head.split(b"\r\n")
+    assert json.loads(body) == {"error": {"code": "request_timeout", "message": "too slow",
+                                          "details": {"timeout_seconds": 2.0}}}
+
+
+def test_an_armed_read_gets_408_at_the_deadline_and_a_disarmed_one_the_sockets_own_timeout():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        source = DeadlineSocket(ours, seconds=0.2)
+        source.arm()
+        theirs.sendall(b"GET")
+        assert source.recv(10) == b"GET"  # the deadline starts here
+        with pytest.raises(errors.RequestTimeout):
+            source.recv(10)
+        with pytest.raises(errors.RequestTimeout):  # passed: no more waiting
+            source.recv(10)
+        assert ours.gettimeout() is None  # the socket is left as it was
+        source.disarm()
+        source.settimeout(0.1)  # gunicorn's bounded body drain
+        with pytest.raises(TimeoutError):
+            source.recv(10)
+
+
+@pytest.mark.parametrize("name, digest", sorted(one_write.GUNICORN_SOURCES.items()))
+def test_the_gunicorn_methods_one_write_copies_are_those_it_was_written_against(name, digest):
+    """A gunicorn upgrade that changes one of them must be read before app/gunicorn/one_write.py follows it."""
+    module, owner, method = name.rsplit(".", 2)
+    source = inspect.getsource(getattr(getattr(importlib.import_module(module), owner), method))
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == digest
+
+
+class RecordingSocket:
+    """Stands in for a client socket: records each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def _response(method: str = "GET", kind: type = one_write.OneWriteResponse) -> Any:
+    cfg = Config()
+    req = next(RequestParser(cfg, iter([f"{method} /x HTTP/1.1\r\nHost: x\r\n\r\n".encode()]), ("127.0.0.1", 1)))
+    return kind(req, RecordingSocket(), cfg)
+
+
+def _writes(resp: Any) -> list[bytes]:
+    return [re.sub(rb"Date: [^\r]*\r\n", b"", write) for write in resp.sock.writes]
+
+
+def test_a_whole_known_length_body_goes_out_with_its_headers_in_one_write():
+    ours, theirs = _response(), _response(kind=Response)
+    for resp in (ours, theirs):
+        resp.start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "11")])
+        resp.write(b'{"a": true}')
+        resp.close()
+    assert len(ours.sock.writes) == 1 and len(theirs.sock.writes) == 2
+    assert _writes(ours) == [b"".join(_writes(theirs))]  # the same bytes
+    assert ours.sock.writes[0].endswith(b'Content-Length: 11\r\n\r\n{"a": true}')
+
+
+@pytest.mark.parametrize("method, headers, chunks", [
+    ("GET", [], [b"ab", b"cd"]),  # streamed: chunked
+    ("GET", [("Content-Length", "4")], [b"ab", b"cd"]),  # one length, two chunks
+    ("GET", [("Content-Length", "4")], [b"abcdef"]),  # more than its length: cut to it
+    ("HEAD", [("Content-Length", "4")], [b"abcd"]),  # no body on the wire
+])
+def test_other_answers_are_written_as_gunicorn_writes_them(method, headers, chunks):
+    ours, theirs = _response(method), _response(method, Response)
+    for resp in (ours, theirs):
+        resp.start_response("200 OK", list(headers))
+        for chunk in chunks:
+            resp.write(chunk)
+        resp.close()
+    assert _writes(ours) == _writes(theirs)

@@ -1,15 +1,21 @@
 """The answers gunicorn gives before the app runs (a bad request line or header, a URI or header block
 too large, an unsupported transfer coding, ...) in our JSON error shape instead of gunicorn's HTML.
 
-The statuses are gunicorn 27's (`Worker.handle_error`); each gets a stable snake_case code.
+The statuses are gunicorn 27's (`Worker.handle_error`); each gets a stable snake_case code. A
+`ServingError` raised while the request is read (408 `request_timeout`: app.gunicorn.read_timeout) is
+answered with its own status and code.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from ssl import SSLError
+from typing import Any
 
 from gunicorn.http import errors as http
+
+from app.errors import ServingError
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 
@@ -24,10 +30,11 @@ class ErrorAnswer:
     code: str
     message: str
     client_error: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """The whole HTTP response; the connection closes after it."""
-        body = json.dumps({"error": {"code": self.code, "message": self.message, "details": {}}}).encode()
+        body = json.dumps({"error": {"code": self.code, "message": self.message, "details": self.details}}).encode()
         head = (f"HTTP/1.1 {self.status} {self.reason}\r\nConnection: close\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         return head.encode("latin-1") + body
@@ -57,6 +64,8 @@ _ANSWERS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], tup
 
 def error_answer(exc: BaseException) -> ErrorAnswer:
     """The answer to an error gunicorn met while reading or serving a request."""
+    if isinstance(exc, ServingError):
+        return ErrorAnswer(exc.status, HTTPStatus(exc.status).phrase, exc.code, exc.message, details=exc.details)
     if not isinstance(exc, (http.InvalidResponseHeader, http.InvalidResponseHeaderName)):  # the app's fault
         for kinds, (status, reason), code in _ANSWERS:
             if isinstance(exc, kinds):

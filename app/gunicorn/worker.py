@@ -37,7 +37,9 @@ from gunicorn.http import errors as http
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from app.gunicorn import read_timeout
 from app.gunicorn.http_errors import error_answer
+from app.gunicorn.one_write import OneWriteHandling
 from app.gunicorn.queue_wait import set_queue_wait
 from app.gunicorn.table import ConnectionTable
 from app.serving.control_worker import attach_control
@@ -59,8 +61,8 @@ def should_defer(own: int, others: list[int]) -> bool:
     return bool(others) and own > min(others) + TOLERANCE
 
 
-class QueueTimedThreadWorker(ThreadWorker):
-    """gthread, plus how long every request waited for a thread, balanced accepts and JSON errors."""
+class QueueTimedThreadWorker(OneWriteHandling, ThreadWorker):
+    """gthread, plus queue waits, balanced accepts, JSON errors, bounded request reads, one write per answer."""
 
     def init_process(self) -> None:
         # A slot by spawn order (`age`): unique among live workers unless SLOTS spawns apart.
@@ -71,7 +73,7 @@ class QueueTimedThreadWorker(ThreadWorker):
         self._eager_until = float("-inf")  # the others were busy: accept without deferring until then
         self._hold_accepts = READINESS.ready_once  # a replacement: listen once the models have settled
         self._took_queued = False
-        self._keepalive_requests, self._keepalive_seconds = 1000, 0.0
+        self._keepalive_requests, self._keepalive_seconds, self._read_timeout = 1000, 0.0, 0.0
         self._publish()
         super().init_process()
 
@@ -83,6 +85,7 @@ class QueueTimedThreadWorker(ThreadWorker):
         settings = getattr(app, "extensions", {}).get("settings")
         if settings is not None:
             self._keepalive_requests, self._keepalive_seconds = settings.keepalive_requests, settings.keepalive_seconds
+            self._read_timeout = settings.request_read_timeout
         if registry is None:
             self._hold_accepts = False
             return
@@ -149,7 +152,8 @@ class QueueTimedThreadWorker(ThreadWorker):
         if (served >= self._keepalive_requests or READINESS.draining
                 or (self._keepalive_seconds and time.monotonic() - conn.serving_opened_at >= self._keepalive_seconds)):
             req.must_close = True
-        return super().handle_request(req, conn)
+        with read_timeout.serving(conn, req):
+            return super().handle_request(req, conn)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         self._publish()  # connections closed since the last look
@@ -165,6 +169,7 @@ class QueueTimedThreadWorker(ThreadWorker):
     def handle(self, conn: Any) -> Any:
         queued_at = getattr(conn, "serving_queued_at", None)
         set_queue_wait(None if queued_at is None else time.monotonic() - queued_at)
+        read_timeout.begin(conn, self._read_timeout)
         return super().handle(conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
