@@ -181,7 +181,7 @@ class InstanceControl:
                 return sorted(done)
             if time.monotonic() >= deadline:
                 raise errors.DeadlineExceeded(
-                    f"model {name!r}: {len(pending)} worker(s) did not carry out generation {generation} "
-                    f"within {timeout:g} s", {"model": name, "generation": generation, "workers": pending,
+                    f"model {name!r}: worker(s) {', '.join(map(str, pending))} did not carry out generation "
+                    f"{generation} within {timeout:g} s", {"model": name, "generation": generation, "workers": pending,
                                               "timeout": timeout})
             time.sleep(POLL_S)

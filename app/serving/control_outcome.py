@@ -57,7 +57,7 @@ def raise_failures(outcome: ControlOutcome, name: str) -> ControlOutcome:
     """The outcome, or ModelLoadFailed naming each worker, model, version and error."""
     if outcome.ok:
         return outcome
-    first = outcome.failures[0]
+    failed = "; ".join(f"version {f['version']} in worker {f['worker']}: {f['error']}" for f in outcome.failures)
     raise errors.ModelLoadFailed(
-        f"model {name!r} version {first['version']} failed in worker {first['worker']}: {first['error']}",
+        errors.one_line(f"model {name!r} failed to load: {failed}", limit=1000),
         {"model": name, "generation": outcome.generation, "workers": outcome.workers, "failures": outcome.failures})

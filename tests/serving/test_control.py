@@ -151,7 +151,8 @@ def test_a_version_failed_in_one_worker_answers_model_load_failed_naming_it(mode
     assert raised.value.status == 400 and raised.value.code == "model_load_failed"
     assert raised.value.details["failures"] == [
         {"worker": pid, "model": "m", "version": 1, "error": "this version cannot be loaded"} for pid in (100, 101)]
-    assert "worker 100" in raised.value.message
+    assert raised.value.message == ("model 'm' failed to load: version 1 in worker 100: this version cannot be "
+                                    "loaded; version 1 in worker 101: this version cannot be loaded")
     rows = instance.control().index()
     assert rows == [{"name": "m", "version": "1", "state": "UNAVAILABLE", "reason": "this version cannot be loaded"}]
 
@@ -165,6 +166,7 @@ def test_a_worker_that_does_not_carry_the_change_out_is_named_in_a_504(model_dir
     with pytest.raises(errors.DeadlineExceeded) as raised:
         instance.control().unload("m")
     assert raised.value.status == 504 and raised.value.details["workers"] == [101]
+    assert raised.value.message == "model 'm': worker(s) 101 did not carry out generation 1 within 0.5 s"
     assert raised.value.details["generation"] == 1
 
 
