@@ -259,3 +259,28 @@ def test_the_master_empties_a_named_runtime_folder_and_removes_one_it_made(tmp_p
     assert made.is_dir() and control_state.VARIABLE in os.environ
     control_state.remove_made_runtime()
     assert not made.exists()
+
+
+def test_local_control_unloads_and_reloads_a_real_model_in_this_process(tmp_path):
+    from app import create_app
+    from tests import model_builders
+
+    model_builders.dense(tmp_path / "m" / "1" / "model.keras")
+    app = create_app({"TESTING": True, "MODEL_DIR": tmp_path})
+    registry, control = app.extensions["registry"], app.extensions["control"]
+
+    def predict():
+        return app.test_client().post("/predict", json={"model": "m", "instances": [[0.1] * 4]})
+
+    try:
+        assert isinstance(control, LocalControl) and registry.wait_until_settled(120)
+        assert control.unload("m").ok
+        assert [(v.version, v.state) for v in registry.versions()] == [(1, ModelState.END)]
+        assert predict().status_code in (404, 503)
+        assert control.load("m", {"max_batch_size": 4}).generation == 2
+        assert [(v.version, v.state, v.source.batching.max_batch_size) for v in registry.versions()] == \
+            [(1, ModelState.AVAILABLE, 4)]
+        assert predict().status_code == 200
+    finally:
+        app.extensions["watcher"].stop()
+        registry.close()
