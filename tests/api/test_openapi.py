@@ -136,6 +136,10 @@ REAL_ANSWERS = [  # (path in the document, method, path asked, JSON body)
     ("/v2/models/{name}", "get", "/v2/models/int64_identity", None),
     ("/v2/models/{name}/config", "get", "/v2/models/cnn/config", None),
     ("/v2/repository/index", "post", "/v2/repository/index", None),
+    ("/v1/models/{name}/labels/{label}", "get", "/v1/models/dense/labels/stable", None),
+    ("/v1/models/{name}/labels/{label}:predict", "post", "/v1/models/dense/labels/stable:predict",
+     {"instances": [[1.0] * 4]}),
+    ("/v2/repository/models/{name}/load", "post", "/v2/repository/models/dense/load", None),
     ("/v2/models/{name}/infer", "post", "/v2/models/two_outputs/infer",
      {"id": "7", "inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [0.1] * 6}]}),
     ("/v2/models/{name}/infer", "post", "/v2/models/nope/infer",
@@ -147,6 +151,42 @@ REAL_ANSWERS = [  # (path in the document, method, path asked, JSON body)
 def test_real_answers_of_every_kind_of_model_conform_to_the_document(client, document, path, method, asked, body):
     answer = client.open(asked, method=method.upper(), json=body)
     conforms(document, path, method, answer)
+
+
+MANAGED_ANSWERS = [  # (path in the document, path asked, JSON body): with the management token
+    ("/v2/repository/index", "/v2/repository/index", {"ready": True}),
+    ("/v2/repository/models/{name}/load", "/v2/repository/models/dense/load", None),
+    ("/v2/repository/models/{name}/load", "/v2/repository/models/nope/load", None),
+    ("/v2/repository/models/{name}/load", "/v2/repository/models/dense/load", {"parameters": {"config": "{"}}),
+    ("/v2/repository/models/{name}/unload", "/v2/repository/models/nope/unload", None),
+]
+
+
+@pytest.mark.parametrize("path, asked, body", MANAGED_ANSWERS, ids=[a for _, a, _ in MANAGED_ANSWERS])
+def test_repository_answers_with_the_token_conform_to_the_document(client, document, management_headers, path,
+                                                                   asked, body):
+    conforms(document, path, "post", client.post(asked, json=body, headers=management_headers))
+
+
+def test_label_routes_document_the_label_and_inference_answers_the_version_header(document):
+    paths = document["paths"]
+    for path in ("/v1/models/{name}/labels/{label}", "/v1/models/{name}/labels/{label}/metadata"):
+        assert [p["name"] for p in paths[path]["get"]["parameters"]] == ["name", "label"]
+    for path in ("/v1/models/{name}/labels/{label}:predict", "/v1/models/{name}/labels/{label}:explain"):
+        assert [p["name"] for p in paths[path]["post"]["parameters"]] == ["name", "label"]
+    for path in ("/predict", "/explain", "/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict",
+                 "/v1/models/{name}/labels/{label}:predict", "/v1/models/{name}/labels/{label}:explain",
+                 "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        assert "X-Model-Version" in paths[path]["post"]["responses"]["200"]["headers"], path
+    assert "label" in document["components"]["schemas"]["PredictRequest"]["properties"]
+
+
+def test_load_and_unload_are_management_operations(document):
+    for action in ("load", "unload"):
+        operation = document["paths"][f"/v2/repository/models/{{name}}/{action}"]["post"]
+        assert operation["security"] == [{"bearer": []}]
+        assert set(operation["responses"]) >= {"200", "400", "401", "403", "404", "500", "504"}
+        assert operation["requestBody"]["required"] is False
 
 
 # --- found by schemathesis ---
