@@ -36,12 +36,14 @@ class WorkerGrpc:
 
         settings, dataplane = self.extensions["settings"], self.extensions["dataplane"]
         dataplane.registry.wait_until_settled()
-        rule = token_rule(settings)
+        rule, gunicorn = token_rule(settings), load_gunicorn_settings()
+        tls = (gunicorn.certfile, gunicorn.keyfile) if gunicorn.certfile is not None else None
         with self.lock:
             if self.stopped is not None:
                 return
             try:
-                self.server = start_server(dataplane, settings, load_gunicorn_settings().host, rule)
+                self.server = start_server(dataplane, settings, gunicorn.host, rule,
+                                           control=lambda: self.extensions["control"], tls=tls)
             except Exception:  # noqa: BLE001 - the worker still serves HTTP; say why gRPC does not
                 log.exception("gRPC server not started (SERVING_GRPC_PORT=%s)", settings.grpc_port)
 

@@ -2,21 +2,24 @@
 
 Options: messages up to SERVING_MAX_CONTENT_LENGTH (not gRPC's 4 MB), connections closed after
 SERVING_GRPC_MAX_CONNECTION_AGE seconds so HTTP/2 channels rebalance between workers, the port
-shared between the workers' servers (SO_REUSEPORT: the kernel spreads new connections).
+shared between the workers' servers (SO_REUSEPORT: the kernel spreads new connections). TLS with
+gunicorn's GUNICORN_CERTFILE / GUNICORN_KEYFILE when they are set (`tls_credentials`).
 """
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from app import errors
 from app.api.dataplane import DataPlane
-from app.api.grpc import tfs_service, v2_service
+from app.api.grpc import repository_service, tfs_service, v2_service
 from app.api.grpc.pool import POOL
 from app.api.grpc.status import TokenGuard
 from app.settings import Settings
@@ -83,13 +86,23 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
-def start_server(dataplane: DataPlane, settings: Settings, host: str, token_rule: Any | None) -> GrpcServer:
-    """Build and start the server on host:SERVING_GRPC_PORT; RuntimeError when the port cannot be bound."""
+def tls_credentials(certfile: Path, keyfile: Path | None) -> grpc.ServerCredentials:
+    """Server credentials from gunicorn's PEM files (the certificate file holds the key too when no keyfile)."""
+    chain = certfile.read_bytes()
+    return grpc.ssl_server_credentials([(keyfile.read_bytes() if keyfile else chain, chain)])
+
+
+def start_server(dataplane: DataPlane, settings: Settings, host: str, token_rule: Any | None,
+                 control: Any = None, tls: tuple[Path, Path | None] | None = None) -> GrpcServer:
+    """Build and start the server on host:SERVING_GRPC_PORT (TLS with `tls`: certfile, keyfile); `control()`
+    is the app's model control (the repository RPCs). RuntimeError when the port cannot be bound."""
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
                          options=server_options(settings))
     guard = TokenGuard(token_rule)
     server.add_generic_rpc_handlers((
         handlers(v2_service.SERVICE, v2_service.InferenceServicer(dataplane, guard), v2_service.METHODS),
+        handlers(v2_service.SERVICE, repository_service.RepositoryServicer(control or _no_control, guard),
+                 repository_service.METHODS),
         handlers(tfs_service.PREDICTION_SERVICE, tfs_service.PredictionServicer(dataplane, guard),
                  tfs_service.PREDICTION_METHODS),
         handlers(tfs_service.MODEL_SERVICE, tfs_service.ModelServicer(dataplane, guard), tfs_service.MODEL_METHODS)))
@@ -98,10 +111,15 @@ def start_server(dataplane: DataPlane, settings: Settings, host: str, token_rule
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server,
                                         pool=POOL)
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
+    port = (server.add_secure_port(address, tls_credentials(*tls)) if tls is not None
+            else server.add_insecure_port(address))
     if not port:
         raise RuntimeError(f"gRPC cannot listen on {address} (SERVING_GRPC_PORT)")
     health_service.publish()
     server.start()
-    log.info("gRPC listening on %s", address)
+    log.info("gRPC listening on %s%s", address, " (TLS)" if tls is not None else "")
     return GrpcServer(server, port, health_service)
+
+
+def _no_control() -> Any:
+    raise errors.InternalError("model control is not available in this process")

@@ -30,7 +30,8 @@ Method = Callable[[Any, Any, grpc.ServicerContext], Any]
 INFERENCE_RPCS = frozenset({"ModelInfer", "Predict"})
 SERVICE_OF = {"InferenceServicer": "inference.GRPCInferenceService",
               "PredictionServicer": "tensorflow.serving.PredictionService",
-              "ModelServicer": "tensorflow.serving.ModelService"}
+              "ModelServicer": "tensorflow.serving.ModelService",
+              "RepositoryServicer": "inference.GRPCInferenceService"}
 
 
 def status_code(error: errors.ServingError) -> grpc.StatusCode:
@@ -49,16 +50,19 @@ class TokenGuard:
         self.active = rule is not None and rule.require_all
 
     def check(self, context: grpc.ServicerContext, path: str) -> None:
-        """Raise Unauthorized when the call's token does not satisfy the rule for `path`."""
+        """Raise Unauthorized (or ManagementDisabled) when the call's token does not satisfy the rule for `path`."""
+        if self.rule is None:  # no rule at all: management stays closed, as with no token configured
+            raise errors.ManagementDisabled("management_disabled: no token is configured")
         authorization = next((value for key, value in context.invocation_metadata() if key == "authorization"), None)
         error = self.rule.refusal(path, authorization)
         if error is not None:
             raise error
 
 
-def rpc(path: Callable[[Any], str] | None = None) -> Callable[[Method], Method]:
-    """Wrap a servicer method: token check (when `path` names the REST route it stands for), errors as statuses,
-    and, when the app observes requests, the metrics and the access line of the call (`observed`)."""
+def rpc(path: Callable[[Any], str] | None = None, management: bool = False) -> Callable[[Method], Method]:
+    """Wrap a servicer method: token check (when `path` names the REST route it stands for; always for a
+    `management` one, else under SERVING_REQUIRE_TOKEN), errors as statuses, and, when the app observes
+    requests, the metrics and the access line of the call (`observed`)."""
     def decorate(method: Method) -> Method:
         counted = method.__name__ in INFERENCE_RPCS
 
@@ -71,7 +75,7 @@ def rpc(path: Callable[[Any], str] | None = None) -> Callable[[Method], Method]:
 
         def answer(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                if path is not None and self.guard.active:
+                if path is not None and (management or self.guard.active):
                     self.guard.check(context, path(request))
                 return method(self, request, context)
             except errors.ServingError as exc:

@@ -17,7 +17,8 @@ PREDICTION_METHODS = {"Predict": (pb.PredictRequest, pb.PredictResponse),
                       "GetModelMetadata": (pb.GetModelMetadataRequest, pb.GetModelMetadataResponse)}
 MODEL_METHODS = {"GetModelStatus": (pb.GetModelStatusRequest, pb.GetModelStatusResponse)}
 STATES = {ModelState.LOADING: pb.ModelVersionStatus.LOADING, ModelState.AVAILABLE: pb.ModelVersionStatus.AVAILABLE,
-          ModelState.UNLOADING: pb.ModelVersionStatus.UNLOADING, ModelState.FAILED: pb.ModelVersionStatus.END}
+          ModelState.UNLOADING: pb.ModelVersionStatus.UNLOADING, ModelState.FAILED: pb.ModelVersionStatus.END,
+          ModelState.END: pb.ModelVersionStatus.END}  # END: not aspired or unloaded (status OK, as TF Serving)
 UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN: how a failed load ends
 
 

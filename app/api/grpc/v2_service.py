@@ -12,7 +12,7 @@ from app.api.v2_datatypes import datatype_of, v2_shape
 from app.serving.types import TensorSpec
 
 SERVICE = "inference.GRPCInferenceService"
-EXTENSIONS = ["binary_tensor_data"]  # raw_input_contents / raw_output_contents
+EXTENSIONS = ["binary_tensor_data", "model_repository"]  # raw contents; RepositoryIndex, Load, Unload
 # method -> (request type, response type), for the generic handler (app.api.grpc.server)
 METHODS = {"ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
            "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
