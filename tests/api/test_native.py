@@ -77,6 +77,21 @@ def test_version_defaults_to_highest_and_can_be_chosen(client, model_repo):
     assert not np.allclose(latest["predictions"], first["predictions"])
 
 
+def test_every_answer_names_its_version_in_the_x_model_version_header(client):
+    x = [[0.1, 0.2, 0.3, 0.4]]
+    latest = client.post("/predict", json={"model": "versioned", "inputs": x})
+    first = client.post("/predict", json={"model": "versioned", "version": 1, "instances": x})
+    assert (latest.headers["X-Model-Version"], first.headers["X-Model-Version"]) == ("2", "1")
+    refused = client.post("/predict", json={"model": "versioned", "version": 3, "instances": x})
+    assert refused.status_code == 404 and "X-Model-Version" not in refused.headers
+
+
+def test_a_model_without_labels_answers_label_not_found(client):
+    answer = client.post("/predict", json={"model": "versioned", "label": "stable", "instances": [[0.1] * 4]})
+    assert answer.status_code == 404 and answer.json["error"]["code"] == "label_not_found"
+    assert answer.json["error"]["details"] == {"model": "versioned", "label": "stable", "labels": []}
+
+
 def test_requests_larger_than_max_batch_size_are_split_and_kept_in_order(client, model_repo):
     rows = np.random.default_rng(7).normal(size=(50, 4)).astype("float32")  # MAX_BATCH_SIZE is 16 here
     body = client.post("/predict", json={"model": "dense", "instances": rows.tolist()}).json

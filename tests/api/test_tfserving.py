@@ -103,3 +103,18 @@ def test_unknown_model_status_and_malformed_json(client):
     response = client.post("/v1/models/dense:predict", data=b'{"instances": [1.0,')
     assert response.status_code == 400 and "error" in response.get_json()
     assert client.get("/v1/models/dense/versions/7").status_code == 404
+
+
+def test_predict_answers_name_the_version_in_a_header_as_the_body_names_none(client):
+    latest = client.post("/v1/models/versioned:predict", data=b'{"instances": [[1, 2, 3, 4]]}')
+    first = client.post("/v1/models/versioned/versions/1:predict", data=b'{"inputs": [[1, 2, 3, 4]]}')
+    assert (latest.headers["X-Model-Version"], first.headers["X-Model-Version"]) == ("2", "1")
+    assert set(latest.get_json()) == {"predictions"}
+
+
+def test_label_routes_of_a_model_without_labels_are_404(client):
+    for answer in (client.get("/v1/models/versioned/labels/stable"),
+                   client.get("/v1/models/versioned/labels/stable/metadata"),
+                   client.post("/v1/models/versioned/labels/stable:predict", data=b'{"instances": [[1, 2, 3, 4]]}')):
+        assert answer.status_code == 404 and answer.get_json() == {
+            "error": "model 'versioned' has no label 'stable'"}
