@@ -33,7 +33,7 @@ from bench.rollout_stats import StepSummary, rss_summary, summarize, switch_by_w
 
 MODEL = "mlp"
 TOKEN = "rollout-bench-token"
-PROBES = 4  # connections watching a route the load does not use (explicit version 2, label canary)
+PROBES = 8  # connections watching a route the load does not use (explicit version 2, label canary)
 STEP_TIMEOUT_S, MIN_STEP_S, SETTLE_S = 40.0, 3.0, 3.0
 TOTAL_LIMIT_S = 300.0  # every connection stops by then whatever happens
 
