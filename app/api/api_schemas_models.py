@@ -39,7 +39,7 @@ class VersionDetail(VersionSummary):
     runtime = fields.Dict(metadata={"description": "kind (tflite or tf_function), not_tflite_because, call_us"})
     inputs = fields.List(fields.Nested(TensorSpec))
     outputs = fields.List(fields.Nested(TensorSpec))
-    batching = fields.Dict(required=True, metadata={"description": "the effective batching settings"})
+    batching = fields.Dict(metadata={"description": "the effective batching settings (absent for an END version)"})
     stats = fields.Dict(metadata={"description": "this worker's counters (requests, rows, batches, queue_ms, ...)"})
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app import create_app
+from tests.api.test_openapi import conforms
 from tests.conftest import MANAGEMENT_TOKEN
 from tests.model_builders import corrupt, dense, reference
 
@@ -100,6 +101,21 @@ def test_unload_ends_every_version_on_every_status_surface_and_load_brings_it_ba
     np.testing.assert_allclose(answer.json["predictions"],
                                np.asarray(reference(folder / "alpha" / "2" / "model.keras", ROWS)), atol=1e-5)
     assert index(control)[("alpha", "1")] == {"name": "alpha", "version": "1", "state": "READY", "reason": ""}
+
+
+def test_answers_about_an_unloaded_model_conform_to_the_document(client, control):
+    document = client.get("/openapi.json").json
+    assert control("/models/alpha/unload").status_code == 200
+    for path, asked in (("/models", "/models"), ("/models/{name}", "/models/alpha"),
+                        ("/models/{name}/versions/{version}", "/models/alpha/versions/1"),
+                        ("/v1/models/{name}", "/v1/models/alpha"),
+                        ("/v2/models/{name}/ready", "/v2/models/alpha/ready"),
+                        ("/v1/models/{name}/metadata", "/v1/models/alpha/metadata"),
+                        ("/health/ready", "/health/ready")):
+        conforms(document, path, "get", client.get(asked))
+    conforms(document, "/predict", "post", predict(client))
+    conforms(document, "/v2/repository/index", "post", control("/index"))
+    conforms(document, "/v2/repository/models/{name}/unload", "post", control("/models/alpha/unload"))
 
 
 def test_load_with_a_config_replaces_serving_json_until_the_next_load(client, control):
