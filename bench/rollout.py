@@ -126,6 +126,10 @@ def run_step(step: Step, load: Load, probes: list[Load], sampler: Sampler, host:
     return StepSummary(**{**asdict(summary), "rss_peak_mb": peak, "rss_settled_mb": settled})
 
 
+def _span(result: StepSummary) -> str:
+    return f" sent {result.failed_s[0]:.2f}-{result.failed_s[1]:.2f} s after the change" if result.failed_s else ""
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -169,7 +173,7 @@ def main() -> None:
                 result = run_step(step, load, probes, sampler, host, port, deadline, settle)
                 results.append(result)
                 print(f"[{time.monotonic() - began:4.0f}s] {step.name}: {result.note}; switch per worker "
-                      f"{result.switch_s}; non-2xx {result.non_2xx} {result.statuses or ''}; "
+                      f"{result.switch_s}; non-2xx {result.non_2xx} {result.statuses or ''}{_span(result)}; "
                       f"p99 {result.p99_ms:.1f} ms", flush=True)
             workers = sorted(sampler.workers_seen)
             transport = load.errors()

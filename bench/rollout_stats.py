@@ -30,6 +30,7 @@ class StepSummary:
     switch_s: dict[str, float | None]  # worker (pid or "?") -> max over its connections; None: never switched
     unexpected: int  # answers from a version the step must not serve on that traffic
     statuses: dict[int, int] = field(default_factory=dict)  # the non-2xx answers by status (0: transport error)
+    failed_s: tuple[float, float] | None = None  # when the first and last non-2xx were sent, s after the change
     rss_peak_mb: dict[int, float] = field(default_factory=dict)
     rss_settled_mb: dict[int, float] = field(default_factory=dict)
     note: str = ""
@@ -96,10 +97,13 @@ def summarize(name: str, connections: Sequence[Sequence[Answer]], start: float, 
     unexpected = sum(a.version == forbidden for a in answers) if forbidden is not None else 0
     if switched_to is not None:
         unexpected += sum(switched_back(window(c, start, end), start, switched_to) for c in connections)
-    failed = [a.status for a in answers if not 200 <= a.status < 300]
+    failed = [a for a in answers if not 200 <= a.status < 300]
+    codes = [a.status for a in failed]
     return StepSummary(name=name, answers=len(answers), non_2xx=len(failed), p99_ms=percentile(latencies, 99),
                        switch_s=switch, unexpected=unexpected, note=note,
-                       statuses={status: failed.count(status) for status in sorted(set(failed))})
+                       statuses={status: codes.count(status) for status in sorted(set(codes))},
+                       failed_s=(min(a.sent for a in failed) - start, max(a.sent for a in failed) - start)
+                       if failed else None)
 
 
 def rss_summary(samples: Sequence[tuple[float, int, float]], start: float, end: float,

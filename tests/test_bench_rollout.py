@@ -54,6 +54,7 @@ def test_a_summary_counts_non_2xx_answers_from_a_forbidden_version_and_switches_
     flapping = _answers(3, [1, 2, 1])
     summary = summarize("step", [fine, failed, flapping], 0.0, 10.0, {}, None, switched_to=2)
     assert (summary.answers, summary.non_2xx, summary.unexpected, summary.statuses) == (8, 2, 1, {503: 2})
+    assert summary.failed_s == (0.0, 1.0)
     assert summarize("step", [fine], 0.0, 10.0, {}, forbidden=2).unexpected == 2
     assert summarize("step", [fine], 1.0, 10.0, {}, None).answers == 2  # sent before the step: not its own
 
