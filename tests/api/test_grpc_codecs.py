@@ -202,3 +202,57 @@ def test_tensorflow_serving_messages_read_as_ours_and_ours_as_theirs():
 ])
 def test_serving_errors_map_to_grpc_status_codes(error, code):
     assert status_code(error) == code
+
+
+def wire(request: object) -> object:
+    from app.api.grpc.v2_wire import WireInferRequest
+
+    return WireInferRequest.FromString(request.SerializeToString())
+
+
+def test_raw_contents_off_the_wire_are_views_of_the_received_bytes_and_decode_as_protobuf_does():
+    theirs = service_pb2.ModelInferRequest(model_name="dense", model_version="2", id="w1")
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([[7], [8]], np.int64)}
+    for name, array in arrays.items():  # raw entries between other fields: the scan keeps those
+        theirs.inputs.add(name=name, datatype="FP32" if array.dtype == np.float32 else "INT64", shape=array.shape)
+        theirs.raw_input_contents.append(array.tobytes())
+    theirs.parameters["priority"].int64_param = 3
+    theirs.outputs.add(name="probs")
+    got = wire(theirs)
+    assert [bytes(view) for view in got.raw] == [a.tobytes() for a in arrays.values()]
+    assert all(isinstance(view, memoryview) for view in got.raw) and not got.message.raw_input_contents
+    decoded, expected = v2_tensors.decode(got.message, got.raw), v2_tensors.decode(
+        pb.ModelInferRequest.FromString(theirs.SerializeToString()))
+    assert (decoded.model, decoded.version, decoded.id, decoded.parameters, decoded.outputs) == (
+        expected.model, expected.version, expected.id, expected.parameters, expected.outputs) == (
+        "dense", 2, "w1", {"priority": 3}, (RequestedOutput("probs", None),))
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(decoded.inputs[name], array)
+        assert decoded.inputs[name].dtype == array.dtype
+
+
+def test_typed_requests_and_bad_raw_lengths_off_the_wire_answer_as_before():
+    typed = pb.ModelInferRequest(model_name="m")
+    typed.inputs.add(name="x", datatype="FP32", shape=[2]).contents.fp32_contents.extend([1.0, 2.0])
+    got = wire(typed)
+    assert got.raw == () and v2_tensors.decode(got.message, got.raw).inputs["x"].tolist() == [1.0, 2.0]
+    short = raw_request({"x": np.zeros(4, np.float32)})
+    short.raw_input_contents[0] = b"\0" * 12
+    got = wire(short)
+    assert isinstance(v2_tensors.decode(got.message, got.raw).input_error, errors.InvalidRequest)
+    extra = raw_request({"x": np.zeros(1, np.float32)})
+    extra.raw_input_contents.append(b"\0" * 4)
+    with pytest.raises(errors.InvalidRequest, match="raw_input_contents holds 2 tensors for 1 inputs"):
+        got = wire(extra)
+        v2_tensors.decode(got.message, got.raw)
+
+
+def test_malformed_bytes_off_the_wire_fail_as_protobuf_fails():
+    from google.protobuf.message import DecodeError
+
+    from app.api.grpc.v2_wire import WireInferRequest
+
+    whole = raw_request({"x": np.zeros(4, np.float32)}).SerializeToString()
+    for broken in (whole[:-3], b"\x3a\xff\xff\xff\xff\x0f", b"\xff"):
+        with pytest.raises(DecodeError):
+            WireInferRequest.FromString(broken)

@@ -249,10 +249,10 @@ def test_tf_serving_stubs_predict_metadata_and_status(served, model_repo):
                 np.testing.assert_allclose(tf.make_ndarray(stub.Predict(cast, timeout=30).outputs["probs"]),
                                            reference(model_repo / "dense.keras", small.astype(np.float32)),
                                            atol=1e-5, err_msg=str(dtype))
-        request.model_spec.version_label = "stable"
+        request.model_spec.version_label = "stable"  # "versioned" has no serving.json labels
         with pytest.raises(grpc.RpcError) as caught:
             stub.Predict(request, timeout=30)
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "label" in caught.value.details()
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "stable" in caught.value.details()
 
         meta_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         meta_request.model_spec.name = "two_inputs"

@@ -129,6 +129,46 @@ def test_load_with_config_replaces_serving_json_until_the_next_load(address):
     assert eventually(lambda: answering_versions(address, "dense") == {"2"})
 
 
+def test_tf_serving_predict_status_and_metadata_by_a_label_a_load_configured(address):
+    tf = pytest.importorskip("tensorflow")
+    apis = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+    )
+
+    with client(address) as triton:
+        triton.load_model("dense", headers=AUTH, config=json.dumps({"labels": {"stable": 1, "canary": 2}}))
+    try:
+        for _ in range(CALLS):  # fresh channels: both workers answer by the label
+            with grpc.insecure_channel(address) as channel:
+                for label, version, width in (("stable", 1, 3), ("canary", 2, 2)):
+                    request = predict_pb2.PredictRequest()
+                    request.model_spec.name, request.model_spec.version_label = "dense", label
+                    request.inputs["features"].CopyFrom(tf.make_tensor_proto(ROW))
+                    answer = apis.PredictionServiceStub(channel).Predict(request, timeout=30)
+                    assert answer.model_spec.version.value == version
+                    assert tf.make_ndarray(answer.outputs["probs"]).shape == (1, width)
+        with grpc.insecure_channel(address) as channel:
+            status = get_model_status_pb2.GetModelStatusRequest()
+            status.model_spec.name, status.model_spec.version_label = "dense", "stable"
+            states = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
+            assert [(s.version, s.state) for s in states.model_version_status] == [(1, 30)]  # AVAILABLE
+            meta = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            meta.model_spec.name, meta.model_spec.version_label = "dense", "canary"
+            assert apis.PredictionServiceStub(channel).GetModelMetadata(meta, timeout=30).model_spec.version.value == 2
+            request.model_spec.version_label = "nightly"
+            with pytest.raises(grpc.RpcError) as caught:
+                apis.PredictionServiceStub(channel).Predict(request, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "nightly" in caught.value.details()
+    finally:
+        with client(address) as triton:
+            triton.load_model("dense", headers=AUTH)
+    assert eventually(lambda: answering_versions(address, "dense") == {"2"})
+
+
 def eventually(check, timeout: float = 30) -> bool:
     """Whether `check()` holds within `timeout` s (polled)."""
     deadline = time.monotonic() + timeout

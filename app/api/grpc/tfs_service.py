@@ -22,12 +22,10 @@ STATES = {ModelState.LOADING: pb.ModelVersionStatus.LOADING, ModelState.AVAILABL
 UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN: how a failed load ends
 
 
-def requested_version(spec: pb.ModelSpec) -> int | None:
-    """The version a ModelSpec names (None: the newest AVAILABLE); labels are not configured here."""
-    if spec.HasField("version_label"):
-        raise errors.InvalidRequest(f"unrecognized version label {spec.version_label!r}: this server has no "
-                                    "version labels; name a version number")
-    return spec.version.value if spec.HasField("version") else None
+def requested(spec: pb.ModelSpec) -> tuple[int | None, str | None]:
+    """(version, label) a ModelSpec names: a version number, a serving.json label, or neither (the default)."""
+    version = spec.version.value if spec.HasField("version") else None
+    return version, spec.version_label if spec.HasField("version_label") else None
 
 
 def model_spec(name: str, version: int) -> pb.ModelSpec:
@@ -53,7 +51,8 @@ class PredictionServicer:
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         """Run the model on TensorProto inputs keyed by input name; outputs filtered by output_filter."""
         _check_signature(request.model_spec.signature_name)
-        envelope = dict(model=request.model_spec.name or None, version=requested_version(request.model_spec),
+        version, label = requested(request.model_spec)
+        envelope = dict(model=request.model_spec.name or None, version=version, label=label,
                         outputs=tuple(RequestedOutput(n) for n in request.output_filter) or None)
         try:
             decoded = InferRequest(**envelope, inputs={name: tf_tensors.to_array(tensor, name)
@@ -70,7 +69,7 @@ class PredictionServicer:
         """The `serving_default` SignatureDef, in metadata['signature_def'] (a packed SignatureDefMap)."""
         if list(request.metadata_field) != ["signature_def"]:
             raise errors.InvalidRequest("metadata_field must be ['signature_def'], the one metadata served")
-        servable = self.dataplane.resolve(request.model_spec.name or None, requested_version(request.model_spec))
+        servable = self.dataplane.resolve(request.model_spec.name or None, *requested(request.model_spec))
         assert servable.signature is not None  # resolve() answers AVAILABLE versions
         signature = pb.SignatureDef(method_name=tfserving.PREDICT_METHOD, inputs={
             spec.name: pb.TensorInfo(name=f"serving_default_{spec.name}:0", dtype=tf_tensors.data_type(spec.dtype),
@@ -94,9 +93,12 @@ class ModelServicer:
     @rpc(lambda request: f"/v1/models/{request.model_spec.name}")
     def GetModelStatus(self, request: pb.GetModelStatusRequest,
                        context: grpc.ServicerContext) -> pb.GetModelStatusResponse:
-        """Each version's state (a failed load is END with error_code UNKNOWN and the reason)."""
+        """Each version's state (a failed load is END with error_code UNKNOWN and the reason), or one version's
+        (by number, or by label: the version it routes to)."""
         registry, spec = self.dataplane.registry, request.model_spec
-        version = requested_version(spec)
+        version, label = requested(spec)
+        if label is not None:
+            version = registry.resolve(spec.name, None, label).version
         versions = registry.model_versions(spec.name) if version is None else [registry.get(spec.name, version)]
         return pb.GetModelStatusResponse(model_version_status=[
             pb.ModelVersionStatus(version=v.version, state=STATES[v.state], status=pb.StatusProto(

@@ -8,6 +8,7 @@ from app.api.dataplane import DataPlane
 from app.api.grpc import grpc_predict_v2_pb2 as pb
 from app.api.grpc import v2_tensors
 from app.api.grpc.status import TokenGuard, rpc
+from app.api.grpc.v2_wire import WireInferRequest
 from app.api.v2_datatypes import datatype_of, v2_shape
 from app.serving.types import TensorSpec
 
@@ -19,7 +20,7 @@ METHODS = {"ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
            "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
            "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
            "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-           "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse)}
+           "ModelInfer": (WireInferRequest, pb.ModelInferResponse)}  # raw tensors not copied out of the call
 
 
 class InferenceServicer:
@@ -62,10 +63,10 @@ class InferenceServicer:
             inputs=[_tensor(spec) for spec in servable.signature.inputs],
             outputs=[_tensor(spec) for spec in servable.signature.outputs])
 
-    @rpc(lambda request: f"/v2/models/{request.model_name}/infer")
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+    @rpc(lambda request: f"/v2/models/{request.message.model_name}/infer")
+    def ModelInfer(self, request: WireInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         """Run the model on raw or typed inputs; the request's id is echoed."""
-        decoded = v2_tensors.decode(request)
+        decoded = v2_tensors.decode(request.message, request.raw)
         return v2_tensors.encode(decoded, self.dataplane.infer(decoded))
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,11 +35,12 @@ def version_number(text: str) -> int | None:
     return int(text)
 
 
-def decode(message: pb.ModelInferRequest) -> InferRequest:
-    """A ModelInferRequest as an InferRequest; a bad tensor is kept as its `input_error`."""
+def decode(message: pb.ModelInferRequest, raw: Sequence[bytes | memoryview] = ()) -> InferRequest:
+    """A ModelInferRequest as an InferRequest (`raw`: its raw_input_contents when kept apart, app.api.grpc.v2_wire);
+    a bad tensor is kept as its `input_error`."""
     if not message.inputs:
         raise errors.InvalidRequest("the request must have at least one input")
-    raw = message.raw_input_contents
+    raw = raw or message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise errors.InvalidRequest(f"raw_input_contents holds {len(raw)} tensors for {len(message.inputs)} "
                                     "inputs: send every input raw, or none")
@@ -64,7 +65,7 @@ def decode(message: pb.ModelInferRequest) -> InferRequest:
     return InferRequest(**envelope, inputs=inputs)
 
 
-def _from_raw(data: bytes, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
+def _from_raw(data: bytes | memoryview, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
     count = math.prod(shape)
     if len(data) != count * dtype.itemsize:
         raise errors.InvalidRequest(f"input {name!r} has {len(data)} bytes of raw contents but "
