@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import create_app
 from app.logs import json_formatter
 from app.observability import metrics
+from app.observability import tally as tally_module
 from app.observability.metrics import TALLY, Tally
 from app.observability.middleware import protocol_of
 from app.observability.stderr_relay import as_json, level_of
@@ -114,6 +116,24 @@ def test_a_tally_loses_no_count_of_many_threads_while_it_flushes():
     assert counter._value.get() == threads * each and tally.inflight == 0
     buckets = {s.labels["le"]: s.value for s in histogram.collect()[0].samples if s.name.endswith("_bucket")}
     assert buckets == {"0.001": threads * each / 2, "0.01": threads * each, "+Inf": threads * each}
+
+
+def test_the_flusher_keeps_draining_after_a_write_fails(monkeypatch):
+    class Failing:
+        def inc(self, amount: float) -> None:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(tally_module, "FLUSH_S", 0.01)
+    counter = Counter("tally_after_failure_total", "t", registry=None)
+    tally = Tally()
+    tally.begin()
+    tally.count(Failing())  # the flusher's first write raises
+    tally.end(counter, Histogram("tally_after_failure_seconds", "t", registry=None), 0.0)
+    deadline = time.monotonic() + 60
+    while counter._value.get() < 1 and time.monotonic() < deadline:
+        tally.count(counter)  # counted by a later flush of the same thread
+        time.sleep(0.02)
+    assert counter._value.get() >= 1
 
 
 def test_requests_are_counted_by_surface_status_model_and_version(dense_app):
