@@ -17,7 +17,7 @@ from app.api.native import VERSION_HEADER
 from app.api.responses import json_response
 from app.api.v2_datatypes import datatype_of, v2_shape
 from app.serving.servable import ServableVersion
-from app.serving.types import ModelState, Signature
+from app.serving.types import Signature
 
 bp = Blueprint("v2", __name__)
 
@@ -26,9 +26,6 @@ SERVER_VERSION = "1.0.0"
 PLATFORM = "keras"
 # Only what exists: model_repository is the index, load and unload (app.api.repository).
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
-REPOSITORY_STATES = {ModelState.AVAILABLE: "READY", ModelState.LOADING: "LOADING",
-                     ModelState.UNLOADING: "UNLOADING", ModelState.FAILED: "UNAVAILABLE",
-                     ModelState.END: "UNAVAILABLE"}
 NOT_READY = 400  # the V2 spec: "a 4xx status code indicates false"
 
 
