@@ -4,8 +4,10 @@
 Serves the bench MLP with the service (gunicorn.conf.py: 2 workers, gRPC in each on a shared port),
 drives REST with wrk (as `make bench` does) and gRPC with a closed-loop grpc.aio client of
 pre-serialized requests (one channel, so one HTTP/2 connection, per "connection"), and reports for
-each surface req/s, p50/p99 (ms), request MB/s and the server's CPU time per request (the workers'
-utime+stime, which no client cost enters). Writes OUT/grpc.json and prints a table.
+each surface req/s, p50/p99 (ms), request MB/s, the server's CPU time per request (the workers'
+utime+stime, which no client cost enters) and the client's (wrk's utime+stime, the gRPC driver
+processes' CPU time in their calls' loop: a closed loop on one connection waits for both).
+Writes OUT/grpc.json and prints a table.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,6 +74,7 @@ async def _drive(address: str, body: bytes, channels: int, seconds: float) -> di
     opened = [grpc.aio.insecure_channel(address, options=options) for _ in range(channels)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    started_cpu = time.process_time()
     stop_at = time.perf_counter() + seconds
 
     async def loop(channel: grpc.aio.Channel) -> None:
@@ -84,9 +88,10 @@ async def _drive(address: str, body: bytes, channels: int, seconds: float) -> di
                 errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
 
     await asyncio.gather(*(loop(c) for c in opened))
+    cpu = time.process_time() - started_cpu  # the calls' loop only, not the start-up
     for channel in opened:
         await channel.close()
-    return {"latencies": latencies, "errors": errors}
+    return {"latencies": latencies, "errors": errors, "cpu_s": cpu}
 
 
 def drive_grpc(address: str, body_path: Path, connections: int, seconds: float) -> dict:
@@ -102,7 +107,8 @@ def drive_grpc(address: str, body_path: Path, connections: int, seconds: float) 
         for code, count in result["errors"].items():
             errors[code] = errors.get(code, 0) + count
     return {"rps": round(len(latencies) / seconds, 1), "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "errors": errors}
+            "p99_ms": float(np.percentile(latencies, 99)), "errors": errors,
+            "client_cpu_s": sum(r["cpu_s"] for r in results)}
 
 
 def cpu_seconds(master: int) -> float:
@@ -156,33 +162,43 @@ def main() -> None:
             assert sample.shape == (rows, MLP_INPUTS)
             for surface, (body, headers) in v2_bodies(sample).items():
                 script = wrk_script(work / "wrk", f"{name}-{surface}", body, headers)
-                before = cpu_seconds(pid)
+                before, client_before = cpu_seconds(pid), client_cpu_seconds()
                 result = wrk.run(base + "/v2/models/mlp/infer", script, connections, seconds)
                 rows_out.append(_row(name, surface, connections, len(body), result, cpu_seconds(pid) - before,
-                                     seconds, result["non_2xx"] + sum(result["socket_errors"].values())))
+                                     seconds, result["non_2xx"] + sum(result["socket_errors"].values()),
+                                     client_cpu_seconds() - client_before))
             body = grpc_body(sample)
             body_path = work / f"{name}.grpc.bin"
             body_path.write_bytes(body)
             before = cpu_seconds(pid)
             result = drive_grpc(f"127.0.0.1:{port}", body_path, connections, seconds)
             rows_out.append(_row(name, "grpc", connections, len(body), result, cpu_seconds(pid) - before, seconds,
-                                 sum(result["errors"].values())))
+                                 sum(result["errors"].values()), result["client_cpu_s"]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "grpc.json").write_text(json.dumps(rows_out, indent=1))
     print(f"{'case':<16}{'surface':<11}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'MB/s':>8}"
-          f"{'cpu ms/req':>11}{'errors':>8}")
+          f"{'cpu ms/req':>11}{'client ms/req':>14}{'errors':>8}")
     for r in rows_out:
         print(f"{r['case']:<16}{r['surface']:<11}{r['connections']:>6}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}"
-              f"{r['p99_ms']:>9.2f}{r['mb_s']:>8.1f}{r['server_cpu_ms_per_request']:>11.3f}{r['errors']:>8}")
+              f"{r['p99_ms']:>9.2f}{r['mb_s']:>8.1f}{r['server_cpu_ms_per_request']:>11.3f}"
+              f"{r['client_cpu_ms_per_request']:>14.3f}{r['errors']:>8}")
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+
+
+def client_cpu_seconds() -> float:
+    """utime + stime of this process's finished children (wrk), in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _row(case: str, surface: str, connections: int, body_bytes: int, result: dict, cpu: float, seconds: float,
-         errors: int) -> dict:
+         errors: int, client_cpu: float) -> dict:
     requests = max(result["rps"] * seconds, 1)
     return {"case": case, "surface": surface, "connections": connections, "rps": result["rps"],
             "p50_ms": round(result["p50_ms"], 3), "p99_ms": round(result["p99_ms"], 3),
             "mb_s": round(result["rps"] * body_bytes / 1e6, 2), "request_bytes": body_bytes,
-            "server_cpu_ms_per_request": round(cpu * 1000 / requests, 3), "errors": errors}
+            "server_cpu_ms_per_request": round(cpu * 1000 / requests, 3),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 3), "errors": errors}
 
 
 if __name__ == "__main__":
