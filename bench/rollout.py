@@ -16,83 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import requests
-
 from bench import servers
-from bench.models import MLP_HIDDEN, Scenario, predict_body, sample_rows
+from bench.models import MLP_HIDDEN, Scenario, predict_body
 from bench.rollout_load import Load
 from bench.rollout_procs import Sampler, build_versions, write_json
 from bench.rollout_stats import StepSummary, rss_summary, summarize, switch_by_worker, table, targets, targets_text
+from bench.rollout_steps import MODEL, TOKEN, Step, steps
 
-MODEL = "mlp"
-TOKEN = "rollout-bench-token"
 PROBES = 8  # connections watching a route the load does not use (explicit version 2, label canary)
 STEP_TIMEOUT_S, MIN_STEP_S, SETTLE_S = 40.0, 3.0, 3.0
 TOTAL_LIMIT_S = 300.0  # every connection stops by then whatever happens
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: `change()` makes it (returning a note and, when the change itself waits for every
-    worker, its seconds); the watched traffic (the load, or probes of `probe_path`) must reach `version`."""
-
-    name: str
-    change: Callable[[], tuple[str, float | None]]
-    version: int | None
-    forbidden: int | None = None  # a version the load must not get during the step
-    probe_path: str = ""
-    probe_body: bytes = b""
-
-
-def _settings(folder: Path, default: int, **labels: int) -> Callable[[], tuple[str, float | None]]:
-    def change() -> tuple[str, float | None]:
-        write_json(folder / "serving.json", {"default_version": default, "labels": labels})
-        return f"serving.json: default_version {default}, labels {labels}", None
-    return change
-
-
-def _publish(staged: Path, target: Path) -> Callable[[], tuple[str, float | None]]:
-    def change() -> tuple[str, float | None]:
-        os.rename(staged, target)
-        return f"renamed {staged.name}/ into {target.parent}", None
-    return change
-
-
-def _unload_v2(base: str) -> Callable[[], tuple[str, float | None]]:
-    config = {"version_policy": {"specific": {"versions": [1]}}, "default_version": 1, "labels": {"stable": 1}}
-
-    def change() -> tuple[str, float | None]:
-        started = time.monotonic()
-        answer = requests.post(f"{base}/v2/repository/models/{MODEL}/load", timeout=STEP_TIMEOUT_S * 4,
-                               json={"parameters": {"config": json.dumps(config)}},
-                               headers={"Authorization": f"Bearer {TOKEN}"})
-        took = time.monotonic() - started
-        return f"POST /v2/repository/models/{MODEL}/load {config} -> {answer.status_code} {answer.text[:200]}", \
-            took if answer.ok else None
-    return change
-
-
-def steps(base: str, models: Path, staged: Path) -> list[Step]:
-    """The rollout's steps, in order."""
-    folder = models / MODEL
-    row = sample_rows(MODEL, 1).tolist()
-    explicit = json.dumps({"model": MODEL, "version": 2, "instances": row}).encode()
-    tf_row = json.dumps({"instances": row}).encode()
-    return [
-        Step("publish v2", _publish(staged, folder / "2"), 2, forbidden=2, probe_path="/predict", probe_body=explicit),
-        Step("canary=2", _settings(folder, 1, stable=1, canary=2), 2, forbidden=2,
-             probe_path=f"/v1/models/{MODEL}/labels/canary:predict", probe_body=tf_row),
-        Step("stable=2 default 2", _settings(folder, 2, stable=2, canary=2), 2),
-        Step("rollback to v1", _settings(folder, 1, stable=1, canary=2), 1),
-        Step("unload v2 (API)", _unload_v2(base), None, forbidden=2, probe_path="/predict", probe_body=explicit),
-    ]
 
 
 def run_step(step: Step, load: Load, probes: list[Load], sampler: Sampler, host: str, port: int,
@@ -103,6 +41,11 @@ def run_step(step: Step, load: Load, probes: list[Load], sampler: Sampler, host:
     if probe:
         probes.append(probe.__enter__())
         time.sleep(0.5)
+        for _ in range(3):  # until the probes' connections reach every worker
+            if {sampler.worker_of.get(p) for p in probe.ports()} >= set(sampler.workers()):
+                break
+            probe.add(PROBES)
+            time.sleep(0.5)
     watched = probe if probe and step.version is not None else load
     start = time.monotonic()
     note, waited = step.change()

@@ -72,7 +72,8 @@ class Load:
     def __init__(self, host: str, port: int, path: str, body: bytes, count: int, deadline: float,
                  pause: float = 0.0):
         self._stop = threading.Event()
-        self.connections = [Connection(host, port, path, body, self._stop, deadline, pause) for _ in range(count)]
+        self._make = lambda: Connection(host, port, path, body, self._stop, deadline, pause)
+        self.connections = [self._make() for _ in range(count)]
 
     def __enter__(self) -> Load:
         for connection in self.connections:
@@ -83,6 +84,12 @@ class Load:
         self._stop.set()
         for connection in self.connections:
             connection.join(timeout=60)
+
+    def add(self, count: int) -> None:
+        """Open and start `count` more connections."""
+        for _ in range(count):
+            self.connections.append(connection := self._make())
+            connection.start()
 
     def answers(self) -> list[list[Answer]]:
         """Every connection's answers so far (the lists themselves: they keep growing)."""
