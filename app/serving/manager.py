@@ -22,18 +22,15 @@ from app.serving.types import ModelPlan, ModelState
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05  # how often pending routes and drains are checked
-StateHook = Callable[[str, int, ModelState], None]
-
-
-def _no_state(name: str, version: int, state: ModelState) -> None:
-    """The default state hook: nothing to publish."""
+StateHook = Callable[[str, int, ModelState], None]  # (model, version, state): metrics.publish_state
 
 
 class Manager:
     """Holds the table (model -> version -> servable) and the routes, and changes them in its thread."""
 
     def __init__(self, plans: Mapping[str, ModelPlan], loader: Loader, on_state: StateHook | None = None):
-        self._drains = unload.Drains(on_state or _no_state)
+        self._on_state = on_state or (lambda name, version, state: None)
+        self._drains = unload.Drains(self._state_changed)
         self._models: dict[str, dict[int, ServableVersion]] = {}
         self._routes: dict[str, Route] = {}
         self._plans: dict[str, ModelPlan] = {}
@@ -44,8 +41,7 @@ class Manager:
         self._applied, self._settled = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
-        self._stopped = False
-        self._on_settled: list[Any] = []  # run once, when everything first settled
+        self._stopped, self._on_settled = False, []  # callbacks run once, when everything first settled
         self.instance: Any = None
         self._take(dict(plans))
 
@@ -100,10 +96,15 @@ class Manager:
     def publish(self) -> None:
         """Tell the instance (if attached) this worker's states (the registry does)."""
 
+    def _state_changed(self, servable: ServableVersion, state: ModelState) -> None:
+        """Publish a leaving servable's state, unless another servable now holds its version (a reload)."""
+        if self._models.get(servable.name, {}).get(servable.version, servable) is servable:
+            self._on_state(servable.name, servable.version, state)
+
     def routable(self, servable: ServableVersion) -> bool:
         """AVAILABLE here and, with an instance attached, in every worker of it."""
-        if servable.state is not ModelState.AVAILABLE or servable.batcher is None:
-            return False
+        if servable.state is not ModelState.AVAILABLE or servable.batcher is None or servable is self._loads.loading:
+            return False  # (a load is routed once the lifecycle thread has taken it in)
         everywhere = getattr(self.instance, "available_everywhere", None)
         return everywhere is None or everywhere(servable.name, servable.version)
 

@@ -67,8 +67,8 @@ class Drain:
 class Drains:
     """The versions on their way out: retired (routed to no more) this tick, draining, then released."""
 
-    def __init__(self, on_state: Callable[[str, int, ModelState], None]):
-        self._on_state = on_state
+    def __init__(self, on_state: Callable[[ServableVersion, ModelState], None]):
+        self._on_state = on_state  # (servable, its new state): the manager publishes it
         self._retiring: list[tuple[ServableVersion, str]] = []
         self._draining: list[Drain] = []
 
@@ -84,11 +84,11 @@ class Drains:
         if servable.batcher is None:  # never loaded (queued, or FAILED): nothing to drain
             servable.state, servable.error = ModelState.END, why
             servable.settled.set()
-            self._on_state(servable.name, servable.version, ModelState.END)
+            self._on_state(servable, ModelState.END)
             events.version_event("unloaded", servable, 0.0)
             return
         servable.state = ModelState.UNLOADING
-        self._on_state(servable.name, servable.version, ModelState.UNLOADING)
+        self._on_state(servable, ModelState.UNLOADING)
         self._retiring.append((servable, why))
 
     def tick(self) -> None:
@@ -100,7 +100,7 @@ class Drains:
             self._draining.remove(drain)
             started = time.monotonic()
             release(drain.servable, drain.reason)
-            self._on_state(drain.servable.name, drain.servable.version, ModelState.END)
+            self._on_state(drain.servable, ModelState.END)
             events.version_event("unloaded", drain.servable, time.monotonic() - drain.since,
                                  release_s=round(time.monotonic() - started, 3))
 

@@ -322,3 +322,16 @@ def test_a_settled_callback_may_apply_and_wait_for_it(loader):
         assert ran == [1]
     finally:
         registry.close()
+
+
+def test_state_changes_are_published_but_a_reload_does_not_mark_its_version_end(loader):
+    published: list[tuple[str, int, ModelState]] = []
+    registry = ModelRegistry.from_plans(plan(1, 2), loader, on_state=lambda *change: published.append(change))
+    try:
+        assert registry.wait_until_settled(30)
+        registry.apply(plan(1, safe_mode=False))  # version 1 reloaded, version 2 unloaded
+        assert registry.wait_applied(30)
+        assert published == [("m", 2, UNLOADING), ("m", 2, END)]
+        assert registry.get("m", 1).state is AVAILABLE
+    finally:
+        registry.close()
