@@ -28,6 +28,11 @@ class Changes:
     remove: list[tuple[ServableVersion, str]] = field(default_factory=list)
 
 
+def why_not(plan: ModelPlan | None, version: int) -> str:
+    """Why `plan` does not aspire `version` (the source's reason, or: gone from the folder)."""
+    return dict(plan.not_aspired).get(version, GONE) if plan is not None else GONE
+
+
 def ended(name: str, version: int, why: str, source: ModelSource | None = None) -> ServableVersion:
     """A version listed but not aspired: END, with why."""
     source = source or ModelSource(name, version, None, NO_BATCHING)

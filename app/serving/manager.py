@@ -189,7 +189,7 @@ class Manager:
             elif held is not None:  # the one serving stays; the failure is said on it
                 held.error = f"reload failed: {servable.error}"
         elif held is not servable or not wanted:
-            self._drains.retire(servable, "not aspired any more")
+            self._drains.retire(servable, aspired.why_not(plan, servable.version))
 
     def _reroute(self) -> None:
         """Recompute every model's route (one assignment); log each label or default that moved."""

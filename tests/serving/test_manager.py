@@ -335,3 +335,15 @@ def test_state_changes_are_published_but_a_reload_does_not_mark_its_version_end(
         assert registry.get("m", 1).state is AVAILABLE
     finally:
         registry.close()
+
+
+def test_a_version_removed_while_it_loads_ends_end_with_why_and_is_never_routed(registry, loader):
+    loader.gates[2] = gate = threading.Event()
+    registry.apply(plan(1, 2))
+    assert until(lambda: registry.get("m", 2).state is LOADING and loader.loaded[-1] == ("m", 2))
+    registry.apply(plan(1, not_aspired=((2, "unloaded through the API"),)))
+    time.sleep(0.1)
+    gate.set()
+    assert registry.wait_applied(30)
+    assert registry.get("m", 2).summary() == {"version": 2, "state": "END", "error": "unloaded through the API"}
+    assert registry.resolve("m").version == 1
