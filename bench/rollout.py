@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of steady load measured first")
     parser.add_argument("--hidden", type=int, default=MLP_HIDDEN, help="width of the MLP's hidden layer (a "
-                        "wider one makes a version's memory visible in RSS: 4096 is ~4 MB of weights)")
+                        "wider one makes a version's memory visible in RSS: 4096 is 4.4 MB of weights)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     began, load_before = time.monotonic(), _loadavg()
