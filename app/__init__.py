@@ -45,7 +45,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         default_model=settings.default_model, strict_readiness=settings.strict_readiness,
         loading_wait=settings.loading_wait, on_state=publish_state if settings.metrics else None)
     dataplane = DataPlane(registry, settings.max_request_rows)
-    app.extensions.update(settings=settings, registry=registry, dataplane=dataplane, control_state=control_state)
+    app.extensions.update(settings=settings, registry=registry, dataplane=dataplane, control_state=control_state,
+                          publishing=publishing)  # every re-plan should pass stable=publishing
     # Polling off, a load through the API takes every file on disk (no later scan would see a copy settle).
     watched = publishing if settings.poll_seconds > 0 else None
     link = ControlLink()  # under gunicorn the worker binds it: the watcher follows the control generation
