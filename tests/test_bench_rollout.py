@@ -112,10 +112,12 @@ def test_the_load_records_the_answered_version_and_maps_its_connections_to_this_
     try:
         for path, version in (("/header", 5), ("/body", 3)):
             with Load("127.0.0.1", port, path, b"{}", 2, time.monotonic() + 30, pause=0.01) as load:
+                load.add(1)
                 deadline = time.monotonic() + 30
                 while min(len(a) for a in load.answers()) < 3 and time.monotonic() < deadline:
                     time.sleep(0.01)
                 assert map_ports(port, [os.getpid()], set(load.ports())) == {p: os.getpid() for p in load.ports()}
+            assert len(load.answers()) == 3
             assert {a.version for c in load.answers() for a in c} == {version}
             assert {a.status for c in load.answers() for a in c} == {200}
     finally:
