@@ -347,3 +347,48 @@ def test_a_version_removed_while_it_loads_ends_end_with_why_and_is_never_routed(
     assert registry.wait_applied(30)
     assert registry.get("m", 2).summary() == {"version": 2, "state": "END", "error": "unloaded through the API"}
     assert registry.resolve("m").version == 1
+
+
+def test_real_keras_versions_swap_and_unload_under_load_with_no_error(tmp_path):
+    from app.serving.lazy_loader import TensorFlowLoader
+    from tests import model_builders
+
+    paths = {v: model_builders.dense(tmp_path / "m" / str(v) / "model.keras", seed=v) for v in (1, 2)}
+
+    def real(*versions: int, safe_mode: bool = True) -> dict[str, ModelPlan]:
+        return {"m": ModelPlan("m", tuple(ModelSource("m", v, paths[v], SETTINGS, safe_mode=safe_mode)
+                                          for v in versions))}
+
+    registry = ModelRegistry.from_plans(real(1), TensorFlowLoader())
+    failures: list[BaseException] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                servable = registry.resolve("m")
+                servable.batcher.submit({"features": np.zeros((1, 4), np.float32)}, 1)
+                seen.add(servable.version)
+            except BaseException as exc:  # noqa: BLE001 - every failure is the test's finding
+                failures.append(exc)
+
+    try:
+        assert registry.wait_until_settled(120)
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        retired = []
+        for step in (real(1, 2), real(1, 2, safe_mode=False), real(1)):
+            before = registry.get("m", 2) if registry.route("m").default.version == 2 else None
+            registry.apply(step)
+            assert registry.wait_applied(120)
+            retired += [before] if before is not None else []
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert failures == [] and seen == {1, 2}
+        assert retired and all(s.state is END and s.keras_model is None and s.batcher is RETIRED for s in retired)
+    finally:
+        stop.set()
+        registry.close()
