@@ -7,7 +7,7 @@ the servables to give the loader (in order), the fresh servables that replace a 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.serving.routes import LEAVING
 from app.serving.servable import ServableVersion
@@ -74,8 +74,9 @@ def _aspire(changes: Changes, held: dict[int, ServableVersion], source: ModelSou
     """One aspired version: load it when new, changed, or reload it beside the one serving."""
     key = (source.name, source.version)
     current = held.get(source.version)
-    if current is not None and current.state not in LEAVING and current.source == source:
+    if current is not None and current.state not in LEAVING and same_load(current.source, source):
         changes.incoming.pop(key, None)  # (a reload asked for, then taken back: the held one stays)
+        current.source = source  # (at most where its settings were read from changed: nothing to reload)
         return
     fresh = ServableVersion(source)
     replace_now = current is None or current.state in LEAVING or current.state is ModelState.FAILED or (
@@ -92,6 +93,11 @@ def _aspire(changes: Changes, held: dict[int, ServableVersion], source: ModelSou
     if waiting is None or waiting.source != source:
         changes.incoming[key] = fresh
         changes.load.append(fresh)
+
+
+def same_load(held: ModelSource, wanted: ModelSource) -> bool:
+    """Whether `wanted` loads exactly as `held` did (they may differ only in where the settings were read)."""
+    return held == replace(wanted, config_path=held.config_path)
 
 
 def plans_of(sources: Iterable[ModelSource]) -> dict[str, ModelPlan]:

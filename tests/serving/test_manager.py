@@ -392,3 +392,14 @@ def test_real_keras_versions_swap_and_unload_under_load_with_no_error(tmp_path):
     finally:
         stop.set()
         registry.close()
+
+
+def test_settings_read_from_elsewhere_but_equal_reload_nothing(registry, loader):
+    held = registry.get("m", 1)
+    moved = ModelSource("m", 1, held.source.path, SETTINGS, config_path=None)
+    overridden = ModelSource("m", 1, held.source.path, SETTINGS, config_path=Path("/m/m/serving.json"))
+    registry.apply({"m": ModelPlan("m", (overridden,))})
+    assert registry.wait_applied(30)
+    registry.apply({"m": ModelPlan("m", (moved,))})
+    assert registry.wait_applied(30)
+    assert registry.get("m", 1) is held and held.source is moved and loader.loaded == [("m", 1)]
