@@ -7,6 +7,7 @@ import os
 
 from app.serving.routes import Route
 from app.serving.servable import ServableVersion
+from app.serving.types import ModelState
 
 log = logging.getLogger("app.serving.manager")
 
@@ -14,7 +15,8 @@ log = logging.getLogger("app.serving.manager")
 def version_event(event: str, servable: ServableVersion, seconds: float, **fields: object) -> None:
     """The one line of a load or unload ("loaded", "unloaded": from the re-route, drain included), with the
     state it left and why."""
-    log.info("model %s version %s %s: %s in %.2f s", servable.name, servable.version, event,
+    level = logging.WARNING if servable.state is ModelState.FAILED else logging.INFO
+    log.log(level, "model %s version %s %s: %s in %.2f s", servable.name, servable.version, event,
              servable.state.value, seconds,
              extra={"model": servable.name, "version": servable.version, "worker": os.getpid(),
                     "duration_s": round(seconds, 3), "event": event, "state": servable.state.value,

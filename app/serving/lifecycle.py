@@ -120,7 +120,7 @@ def load_version(servable: ServableVersion, tf_threads: tuple[int, int]) -> None
     servable.batcher = Batcher(forward, source.batching, share_calls=share, name=servable.name,
                                version=servable.version)
     servable.state = ModelState.AVAILABLE
-    log.info("model %s version %s AVAILABLE (%s, %s, %.2fs)", servable.name, servable.version,
+    log.debug("model %s version %s AVAILABLE (%s, %s, %.2fs)", servable.name, servable.version,
              loaded.loaded_by, servable.metadata["runtime"]["kind"], servable.metadata["load_seconds"])
 
 
@@ -181,4 +181,4 @@ def _translated_lambdas(model: object) -> list[dict[str, str]]:
 def _fail(servable: ServableVersion, reason: str) -> None:
     servable.state = ModelState.FAILED
     servable.error = reason
-    log.warning("model %s version %s FAILED: %s", servable.name, servable.version, reason)
+    log.debug("model %s version %s FAILED: %s", servable.name, servable.version, reason)

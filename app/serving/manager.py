@@ -140,6 +140,7 @@ class Manager:
         self._applied.set()
         if not self._settled.is_set():
             self._settled.set()
+            self._loads.gentle = True  # later loads run beside live traffic
             self.publish()
             callbacks, self._on_settled = self._on_settled, []  # on their own thread: one may apply() and wait
             threading.Thread(target=lambda: [callback() for callback in callbacks], name="models-settled",

@@ -29,6 +29,7 @@ from app.serving.readiness_table import (  # noqa: F401 - re-exported: the table
 from app.serving.types import ModelState
 
 NO_MODEL = "SERVING_MODEL_DIR holds no model"
+NOTHING_ASPIRED = "no model version is aspired: every version is END (unloaded or outside its version policy)"
 AVAILABLE = STATE_CODES[ModelState.AVAILABLE]
 
 
@@ -76,6 +77,8 @@ class InstanceReadiness:
         ready_once = self.table.ready_once
         mine = {version_key(name, version): index for index, (name, version, state) in enumerate(own)
                 if state is not ModelState.END}
+        if not mine:
+            return Readiness(False, reason=NOTHING_ASPIRED)
         live = self.live()
         settled = [slot for slot in live if slot.phase == SETTLED]
         counted = settled if ready_once else live
@@ -123,6 +126,8 @@ def local_readiness(own: Sequence[tuple[str, int, ModelState]], strict: bool, se
     """Readiness of a lone process (no gunicorn table): its own versions only."""
     if not own:
         return Readiness(False, reason=NO_MODEL)
+    if all(state is ModelState.END for _, _, state in own):
+        return Readiness(False, reason=NOTHING_ASPIRED)
     not_ready = [{"model": name, "version": version, "state": state.value}
                  for name, version, state in own if blocks(state, strict)]
     return Readiness(settled and not not_ready, not_ready)

@@ -106,3 +106,12 @@ def test_a_slot_taken_by_a_new_worker_has_applied_no_control_generation_yet():
     assert [(slot.pid, slot.applied) for slot in table.read([0])] == [(555, 0)]
     table.set_generation(9)
     assert table.generation == 9
+
+
+def test_an_instance_whose_every_version_is_end_is_not_ready_and_says_why():
+    from app.serving.readiness import NOTHING_ASPIRED, local_readiness
+    from app.serving.types import ModelState
+
+    answer = local_readiness([("m", 1, ModelState.END), ("m", 2, ModelState.END)], strict=True, settled=True)
+    assert not answer.ready and answer.reason == NOTHING_ASPIRED
+    assert local_readiness([("m", 1, ModelState.END), ("m", 2, ModelState.AVAILABLE)], True, True).ready

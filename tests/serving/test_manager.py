@@ -403,3 +403,25 @@ def test_settings_read_from_elsewhere_but_equal_reload_nothing(registry, loader)
     registry.apply({"m": ModelPlan("m", (moved,))})
     assert registry.wait_applied(30)
     assert registry.get("m", 1) is held and held.source is moved and loader.loaded == [("m", 1)]
+
+
+def test_a_gentle_load_runs_at_a_lower_priority_with_a_short_switch_interval_and_restores_it():
+    import os
+    import sys
+    import threading
+
+    from app.serving.load_queue import GENTLE_SWITCH_INTERVAL, gentle_thread
+
+    before, seen = sys.getswitchinterval(), {}
+
+    def load() -> None:
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        with gentle_thread():
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - base
+            seen["interval"] = sys.getswitchinterval()
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    thread.join()
+    assert seen["interval"] == GENTLE_SWITCH_INTERVAL and sys.getswitchinterval() == before
+    assert seen["nice"] > 0 or os.getpriority(os.PRIO_PROCESS, 0) >= 19
