@@ -270,3 +270,38 @@ def test_other_answers_are_written_as_gunicorn_writes_them(method, headers, chun
             resp.write(chunk)
         resp.close()
     assert _writes(ours) == _writes(theirs)
+
+
+class _CountingSocket:
+    """A real socket that counts the timeout switches made on it."""
+
+    def __init__(self, sock):
+        self.sock, self.switches = sock, 0
+
+    def gettimeout(self):
+        return self.sock.gettimeout()
+
+    def settimeout(self, value):
+        self.switches += 1
+        self.sock.settimeout(value)
+
+    def recv(self, size, flags=0):
+        return self.sock.recv(size, flags)
+
+
+def test_a_deadline_read_of_bytes_already_there_switches_no_timeout_and_a_waiting_one_does():
+    import socket
+    import threading
+
+    from app.gunicorn.read_timeout import DeadlineSocket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        counting = _CountingSocket(ours)
+        reader = DeadlineSocket(counting, 10.0)
+        reader.arm()
+        theirs.sendall(b"GET / HTTP/1.1\r\n")
+        assert reader.recv(100) == b"GET / HTTP/1.1\r\n" and counting.switches == 0
+        threading.Timer(0.2, theirs.sendall, [b"Host: x\r\n"]).start()
+        assert reader.recv(100) == b"Host: x\r\n"  # nothing there yet: a timed, blocking read
+        assert counting.switches == 2 and ours.gettimeout() is None

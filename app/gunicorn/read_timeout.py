@@ -14,6 +14,7 @@ long, again and again; only a buffering proxy in front (deploy/nginx/) takes the
 """
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from gunicorn import http
 from gunicorn.http2 import negotiation
 
 from app import errors
+
+NOWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # Linux: one non-blocking read before a timed one
 
 
 class DeadlineSocket:
@@ -62,6 +65,11 @@ class DeadlineSocket:
         if remaining <= 0:
             raise self._expired()
         outer = self.sock.gettimeout()
+        if outer is None and NOWAIT:  # bytes already here (the usual case) cost one recv, no mode switch or poll
+            try:
+                return self.sock.recv(size, NOWAIT)
+            except BlockingIOError:
+                pass
         self.sock.settimeout(remaining if outer is None else min(remaining, outer))
         try:
             return self.sock.recv(size)
