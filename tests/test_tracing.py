@@ -133,3 +133,27 @@ def test_gunicorn_workers_export_spans_with_the_console_exporter(model_dir):
     assert f'"trace_id": "0x{CLIENT_TRACE_ID}"' in log
     assert '"service.name": "keras-serve-test"' in log and '"name": "POST /predict"' in log
     assert '"name": "inference"' in log  # the console exporter prints each span as JSON
+
+
+def test_a_grpc_call_makes_a_server_span_with_queue_and_inference_children(traced_app, exporter):
+    import tritonclient.grpc as triton_grpc
+
+    from app.api.grpc.server import start_server
+
+    settings = traced_app.extensions["settings"].model_copy(update={"grpc_port": 0})
+    server = start_server(traced_app.extensions["dataplane"], settings, "127.0.0.1", None)
+    try:
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.port}")
+        features = triton_grpc.InferInput("features", [2, 4], "FP32")
+        features.set_data_from_numpy(np.zeros((2, 4), dtype=np.float32))
+        exporter.clear()
+        client.infer("dense", [features], headers={"traceparent": TRACEPARENT})
+        spans = {span.name: span for span in exporter.get_finished_spans()}
+    finally:
+        server.stop(0)
+    call = spans["POST /inference.GRPCInferenceService/ModelInfer"]
+    assert format(call.context.trace_id, "032x") == CLIENT_TRACE_ID
+    assert call.attributes["model"] == "dense" and call.attributes["rows"] == 2
+    assert call.attributes["http.response.status_code"] == 200
+    assert spans["queue"].parent.span_id == call.context.span_id
+    assert spans["inference"].parent.span_id == call.context.span_id

@@ -87,6 +87,12 @@ def start_request(environ: dict[str, Any]) -> tuple[Any, Any]:
     return span, context.attach(trace.set_span_in_context(span))
 
 
+def start_call(path: str, metadata: dict[str, str]) -> tuple[Any, Any]:
+    """Start a gRPC call's span (`path`: /service/Method), child of a `traceparent` in its metadata; made current."""
+    environ = {key: metadata[name] for name, key in CARRIED_HEADERS.items() if name in metadata}
+    return start_request({**environ, "REQUEST_METHOD": "POST", "PATH_INFO": path})
+
+
 def end_request(span: Any, token: Any, facts: RequestFacts) -> None:
     """End the request's span with what the request path learnt (model, version, rows, status)."""
     from opentelemetry import context

@@ -11,7 +11,7 @@ import grpc
 
 from app import errors
 from app.observability import facts as request_facts
-from app.observability import metrics, middleware
+from app.observability import metrics, middleware, tracing
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,10 @@ def observed(observer: Any, counted: bool, name: str, answer: Method, servicer: 
     started = perf_counter()
     facts = request_facts.begin()
     facts.protocol, facts.status = "grpc", "500 "
+    path = f"/{SERVICE_OF.get(type(servicer).__name__, type(servicer).__name__)}/{name}"
+    span = token = None
+    if tracing.tracer is not None:  # a span per call, as per HTTP request (child spans: queue, inference)
+        span, token = tracing.start_call(path, dict(context.invocation_metadata()))
     counting = counted and observer.metrics is not None
     if counting:
         metrics.TALLY.begin()
@@ -110,22 +114,25 @@ def observed(observer: Any, counted: bool, name: str, answer: Method, servicer: 
         return response
     finally:
         request_facts.end()
+        if span is not None:
+            tracing.end_request(span, token, facts)
         observer.record_call(facts, counting, perf_counter() - started,
-                             lambda: access_line(facts, name, servicer, context, perf_counter() - started))
+                             lambda: access_line(facts, path, context, perf_counter() - started,
+                                                 tracing.trace_id_of(span)))
 
 
-def access_line(facts: request_facts.RequestFacts, name: str, servicer: Any, context: grpc.ServicerContext,
-                seconds: float) -> dict[str, Any]:
+def access_line(facts: request_facts.RequestFacts, path: str, context: grpc.ServicerContext, seconds: float,
+                trace_id: str | None = None) -> dict[str, Any]:
     """The access line of one call: the WSGI line's fields, path the full method name, protocol grpc."""
     metadata = dict(context.invocation_metadata())
     peer = context.peer()  # ipv4:127.0.0.1:5000, ipv6:[::1]:5000
     return {
         "request_id": metadata.get("x-request-id"), "method": "POST",
-        "path": f"/{SERVICE_OF.get(type(servicer).__name__, type(servicer).__name__)}/{name}", "protocol": "grpc",
+        "path": path, "protocol": "grpc",
         "explain_method": None, "status": int(facts.status[:3]), "model": facts.model, "version": facts.version,
         "rows": facts.rows, "duration_ms": round(seconds * 1000.0, 3),
         "queue_ms": None if facts.queue_seconds is None else round(facts.queue_seconds * 1000.0, 3),
         "wait_ms": None, "bytes_in": None, "bytes_out": None,
         "remote_addr": peer.split(":", 1)[1].rsplit(":", 1)[0].strip("[]") if ":" in peer else peer,
-        "user_agent": metadata.get("user-agent"), "error": facts.error,
+        "user_agent": metadata.get("user-agent"), "error": facts.error, "trace_id": trace_id,
     }
