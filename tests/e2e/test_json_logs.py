@@ -43,10 +43,13 @@ def test_gunicorn_the_app_and_tensorflow_lines_are_all_there_each_once(log_lines
     lines, _ = log_lines
     records = [json.loads(line) for line in lines]
     loggers = {record.get("logger") for record in records}
-    assert {"gunicorn.error", "app.access", "app.serving.lifecycle"} <= loggers
+    assert {"gunicorn.error", "app.access", "app.serving.manager"} <= loggers
     assert len(lines) == len(set(lines))  # no line written twice (each carries its own time)
-    available = [r for r in records if r.get("logger") == "app.serving.lifecycle" and "AVAILABLE" in r["message"]]
-    assert len(available) == 2  # one per worker
+    loaded = [r for r in records if r.get("event") == "loaded"]
+    assert len(loaded) == 2  # one line per load, one load per worker
+    assert len({r["worker"] for r in loaded}) == 2  # the pid of each worker
+    assert all(r["logger"] == "app.serving.manager" and r["state"] == "AVAILABLE" and r["model"] == "iris"
+               and r["version"] == 1 and r["duration_s"] > 0 for r in loaded)
 
 
 def test_the_access_line_carries_the_request_id_the_client_sent(log_lines):
