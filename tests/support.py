@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -20,6 +22,16 @@ class ServerURL(str):
 
     pid: int
     log_path: Path
+
+
+def until(condition: Callable[[], Any], what: str, timeout: float = 120, interval: float = 0.05) -> Any:
+    """Poll `condition` until it returns something truthy (returned); fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"never: {what}")
 
 
 def free_port() -> int:

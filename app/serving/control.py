@@ -77,7 +77,27 @@ def unload_change(name: str) -> Change:
     return change
 
 
-class LocalControl:
+class ModelControl:
+    """The control API's verbs, checked the same way in one process and across a gunicorn instance;
+    `_apply` (a subclass's) carries a change out where it applies."""
+
+    _settings: Settings
+
+    def load(self, name: str, config: dict[str, Any] | None = None) -> ControlOutcome:
+        """(Re)load `name` from its folder (in every worker), with `config` instead of its serving.json if given."""
+        check_name(self._settings.model_dir, name)
+        return self._apply(name, load_change(name, check_config(name, config)), loading=True)
+
+    def unload(self, name: str) -> ControlOutcome:
+        """Unload every version of `name` (in every worker) until the next load."""
+        check_name(self._settings.model_dir, name)
+        return self._apply(name, unload_change(name), loading=False)
+
+    def _apply(self, name: str, change: Change, loading: bool) -> ControlOutcome:
+        raise NotImplementedError
+
+
+class LocalControl(ModelControl):
     """Model control of one process (flask run, tests): applies to its registry directly."""
 
     def __init__(self, registry: Any, settings: Settings, plan: Callable[[ControlState], Any],
@@ -85,16 +105,6 @@ class LocalControl:
         self._registry, self._settings, self._plan = registry, settings, plan
         self._state = state or ControlState()
         self._lock = threading.Lock()
-
-    def load(self, name: str, config: dict[str, Any] | None = None) -> ControlOutcome:
-        """(Re)load `name` from its folder, with `config` instead of its serving.json if given."""
-        check_name(self._settings.model_dir, name)
-        return self._apply(name, load_change(name, check_config(name, config)), loading=True)
-
-    def unload(self, name: str) -> ControlOutcome:
-        """Unload every version of `name` until the next load."""
-        check_name(self._settings.model_dir, name)
-        return self._apply(name, unload_change(name), loading=False)
 
     def index(self) -> list[dict[str, str]]:
         """Every version this process knows, with its state and reason."""
@@ -118,23 +128,13 @@ class LocalControl:
             return raise_failures(ControlOutcome(not failures, self._state.generation, 1, failures), name)
 
 
-class InstanceControl:
+class InstanceControl(ModelControl):
     """Model control of a gunicorn instance: written to the control file, carried out by every live worker."""
 
     def __init__(self, registry: Any, settings: Settings, readiness: InstanceReadiness,
                  claimed: Callable[[int], bool], runtime: Path) -> None:
         self._registry, self._settings, self._readiness = registry, settings, readiness
         self._claimed, self._runtime = claimed, runtime  # claimed(slot): a live worker holds that slot
-
-    def load(self, name: str, config: dict[str, Any] | None = None) -> ControlOutcome:
-        """(Re)load `name` in every worker, with `config` instead of its serving.json if given."""
-        check_name(self._settings.model_dir, name)
-        return self._apply(name, load_change(name, check_config(name, config)), loading=True)
-
-    def unload(self, name: str) -> ControlOutcome:
-        """Unload every version of `name` in every worker until the next load."""
-        check_name(self._settings.model_dir, name)
-        return self._apply(name, unload_change(name), loading=False)
 
     def index(self) -> list[dict[str, str]]:
         """This worker's versions; one another live worker left FAILED is UNAVAILABLE with its reason."""

@@ -14,7 +14,7 @@ import requests
 
 from bench.rollout_load import Load
 from tests import model_builders
-from tests.support import running_server
+from tests.support import running_server, until
 
 pytestmark = pytest.mark.e2e
 
@@ -23,16 +23,6 @@ ROW = [[0.1, 0.2, 0.3, 0.4]]
 # machine must not turn into a 429 that has nothing to do with a switch of versions.
 ENV = {"WEB_CONCURRENCY": "2", "SERVING_POLL_SECONDS": "1", "SERVING_MAX_QUEUE_WAIT_MS": "0"}
 ASKS = 8  # answers on fresh connections, so that both workers answer some
-
-
-def until(condition, what: str, timeout: float = 120):
-    """Poll `condition` until it returns something truthy (returned); fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never: {what}")
 
 
 def states(base: str, name: str) -> dict[int, str]:

@@ -18,7 +18,7 @@ import requests
 
 from tests import model_builders
 from tests.e2e.test_worker_balance import _established_on, _held_by
-from tests.support import children, running_server
+from tests.support import children, running_server, until
 
 pytestmark = pytest.mark.e2e
 
@@ -26,16 +26,6 @@ TOKEN = "e2e-control-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PREDICT = {"model": "m", "instances": [[0.1, 0.2, 0.3, 0.4]]}
 CONNECTIONS = 16  # kept alive at once: the balanced accepts give each of the two workers some
-
-
-def _until(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never: {what}")
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +159,12 @@ def test_a_worker_killed_after_an_unload_comes_back_with_the_model_unloaded(serv
     assert _post(server, "/v2/repository/models/m/unload", headers=AUTH).status_code == 200
     old = children(server.pid)
     os.kill(old[0], signal.SIGKILL)  # gunicorn starts another, which reads the control file at start
-    new = _until(lambda: [pid for pid in children(server.pid) if pid not in old], "a new worker")[0]
+    new = until(lambda: [pid for pid in children(server.pid) if pid not in old], "a new worker")[0]
     generation = json.loads((runtime / "control.json").read_text())["generation"]
-    report = _until(lambda: _results(runtime, new).get("generation", -1) >= generation and _results(runtime, new),
+    report = until(lambda: _results(runtime, new).get("generation", -1) >= generation and _results(runtime, new),
                     "the new worker reported the control state")
     assert report["models"]["m"]["1"]["state"] == "END"
-    _until(lambda: requests.get(server + "/health/ready", timeout=10).json().get("workers", {}).get("loaded") == 2,
+    until(lambda: requests.get(server + "/health/ready", timeout=10).json().get("workers", {}).get("loaded") == 2,
            "the new worker has loaded")
     _assert_unloaded(_predict_in_every_worker(server))
     assert {status for status, _ in _post_many(server, "other")} == {200}  # the other model is served

@@ -20,7 +20,7 @@ import requests
 
 from tests import model_builders
 from tests.e2e.test_worker_balance import _established_on, _held_by
-from tests.support import ROOT, children, free_port, running_server
+from tests.support import ROOT, children, free_port, running_server, until
 
 pytestmark = pytest.mark.e2e
 
@@ -42,24 +42,14 @@ CUSTOM_OBJECTS = {}
 ROW = {"instances": [[0.1, 0.2, 0.3, 0.4]]}
 
 
-def _until(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
-
-
 def _ready(base: str) -> requests.Response:
     return requests.get(base + "/health/ready", timeout=10)
 
 
 def _probe_until(base: str, predicate, what: str) -> requests.Response:
-    """Probe readiness until `predicate(response)` holds; that response (a 503 is falsy: not returned by _until)."""
+    """Probe readiness until `predicate(response)` holds; that response (a 503 is falsy: not returned by until)."""
     found: list[requests.Response] = []
-    _until(lambda: predicate(r := _ready(base)) and (found.append(r) or True), what)
+    until(lambda: predicate(r := _ready(base)) and (found.append(r) or True), what)
     return found[-1]
 
 
@@ -100,7 +90,7 @@ def _length(answer: bytes) -> int:
 
 def test_readiness_is_503_until_every_worker_has_loaded_then_no_request_waits(server, gated):
     port = int(server.rsplit(":", 1)[1])
-    _until(lambda: (gated / "slow" / "claimed").exists(), "a worker holds slow's load")
+    until(lambda: (gated / "slow" / "claimed").exists(), "a worker holds slow's load")
     first = _probe_until(server, lambda r: r.json().get("workers", {}).get("loaded") == 1, "the fast worker loaded")
     assert first.status_code == 503
     assert {"model": "slow", "version": 1, "state": "LOADING", "workers": 1} in first.json()["not_ready"]
@@ -141,8 +131,8 @@ def test_a_replaced_worker_takes_no_request_until_it_has_loaded(server, gated):
         (gated / "slow" / name).unlink()
     old = children(server.pid)
     os.kill(old[0], signal.SIGKILL)  # gunicorn starts another, which loads again (and is held)
-    _until(lambda: (gated / "slow" / "claimed").exists(), "the new worker holds slow's load")
-    new = _until(lambda: [pid for pid in children(server.pid) if pid not in old], "a new worker")[0]
+    until(lambda: (gated / "slow" / "claimed").exists(), "the new worker holds slow's load")
+    new = until(lambda: [pid for pid in children(server.pid) if pid not in old], "a new worker")[0]
     with ThreadPoolExecutor(8) as pool:
         probes = list(pool.map(lambda _: _ready(server), range(200)))
         statuses = list(pool.map(lambda _: requests.post(server + "/predict", json={"model": "slow", **ROW},
@@ -155,7 +145,7 @@ def test_a_replaced_worker_takes_no_request_until_it_has_loaded(server, gated):
           f"{statuses.count(200)} of 200 requests 200, none on the new worker")
 
     (gated / "slow" / "release").touch()
-    _until(lambda: _ready(server).json()["workers"]["loaded"] == 2, "the new worker has loaded")
+    until(lambda: _ready(server).json()["workers"]["loaded"] == 2, "the new worker has loaded")
     taken = 0
     for _ in range(20):  # now it takes connections again (it listens right after it has published)
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]

@@ -11,8 +11,8 @@ import pytest
 from bench.rollout_load import Load
 from bench.rollout_stats import switched_back, window
 from tests import model_builders
-from tests.e2e.test_lifecycle import ASKS, ENV, ROW, predict, until, write_settings
-from tests.support import running_server
+from tests.e2e.test_lifecycle import ASKS, ENV, ROW, predict, write_settings
+from tests.support import running_server, until
 
 pytestmark = pytest.mark.e2e
 
