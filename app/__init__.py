@@ -15,6 +15,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.api.admission import LoadShedder
     from app.api.auth import RequireTokens
     from app.api.dataplane import DataPlane
+    from app.api.direct import DirectPredict
     from app.api.request_ids import TagRequestIds
     from app.api.routing import VersionConverter
     from app.cli import models_cli
@@ -69,7 +70,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.make_default_options_response = responses.options_response  # type: ignore[method-assign]
     app.session_interface = responses.NoSessions()
 
-    shedder = LoadShedder(app.wsgi_app, app.url_map, settings, loading=lambda: not registry.wait_until_settled(0))
+    flask_app = app.wsgi_app
+    if settings.direct_predict:  # POST /predict without Flask's request context, answered as its view answers
+        flask_app = DirectPredict(flask_app, dataplane, settings.max_content_length)
+    shedder = LoadShedder(flask_app, app.url_map, settings, loading=lambda: not registry.wait_until_settled(0))
     app.extensions["load_shedder"] = shedder
     app.wsgi_app = TagRequestIds(RequireTokens(shedder, settings))  # type: ignore[method-assign]
     observability.install(app, settings, registry)  # metrics and access line: outside, so they see every answer

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
         "Model used when a request names none (otherwise the only available model)."))
     max_content_length: PositiveInt = Field(32 * 1024 * 1024, description=(
         "Largest request body in bytes; larger bodies get 413 before they are read."))
+    direct_predict: bool = Field(True, description=(
+        "Answer `POST /predict` in a WSGI layer before Flask: the view's codec and answers, no request context."))
     max_request_rows: PositiveInt = Field(10_000, description=(
         "Most rows (examples) one request may carry; more get 413 `too_many_rows`."))
     max_batch_size: PositiveInt = Field(256, description=(
@@ -130,8 +132,7 @@ class GunicornSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_by_name=True)
 
     host: str = Field("0.0.0.0", validation_alias="HOST", description="Address gunicorn binds to.")
-    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, validation_alias="PORT", description=(
-        "Port gunicorn binds to."))
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, validation_alias="PORT", description="Port to bind to.")
     web_concurrency: PositiveInt = Field(2, validation_alias="WEB_CONCURRENCY", description=(
         "Worker processes; one per core (each holds its own copy of the models)."))
     threads: PositiveInt = Field(4, validation_alias="GUNICORN_THREADS", description=(
@@ -165,8 +166,7 @@ def _load(cls: type[AnySettings], overrides: Mapping[str, Any], environ: Mapping
     given = {key.lower(): value for key, value in overrides.items()}
     found = {key.upper(): value for key, value in environ.items()}  # names in any case, as pydantic-settings reads
     raw = {name: found[env_var(cls, name)] for name in cls.model_fields if env_var(cls, name) in found}
-    # Every field is passed, so `environ` alone is read (cls() itself would read os.environ).
-    values = {name: field.default for name, field in cls.model_fields.items()} | raw | given
+    values = {name: field.default for name, field in cls.model_fields.items()} | raw | given  # cls() reads os.environ
     try:
         return cls(**values)
     except ValidationError as exc:

@@ -44,7 +44,7 @@ def lane() -> ExplainLane:
 
 def decode_native(http: Request) -> tuple[InferRequest, dict[str, Any]]:
     """A /explain body: the /predict envelope plus the explain options at its top level."""
-    require_json(http)
+    require_json(http.environ)
     body = read_body(http.environ, settings().max_content_length)
     document = json_body.parse_object(body)
     envelope = json_body.fields(document)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Request, Response, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 from app import errors
 from app.api import json_body
@@ -19,45 +19,51 @@ bp = Blueprint("native", __name__)
 VERSION_HEADER = "X-Model-Version"  # on every inference answer of every REST surface: the version that computed it
 
 
-def decode(http: Request) -> InferRequest:
+def decode(environ: dict[str, Any], max_content_length: int) -> InferRequest:
     """A /predict body: {"model", "version" or "label", and "instances" (rows) or "inputs" (columns)}."""
-    require_json(http)
-    body = read_body(http.environ, settings().max_content_length)
+    require_json(environ)
+    body = read_body(environ, max_content_length)
     document = json_body.parse_object(body)
     envelope = load_predict_request(json_body.fields(document))
     key = "instances" if "instances" in envelope else "inputs"
     return decode_tensors(body, document, key, envelope["model"], envelope["version"], envelope["label"])
 
 
-def encode(decoded: InferRequest, response: InferResponse) -> Response:
+def encode(decoded: InferRequest, response: InferResponse) -> tuple[dict[str, Any], dict[str, str]]:
     """Rows answer `predictions`, columns answer `outputs`; both name the model and version (also in a header)."""
     body: dict[str, Any] = {"model": response.model, "version": response.version}
     if decoded.row_format:
         body["predictions"] = as_rows(response.outputs)
     else:
         body["outputs"] = as_columns(response.outputs)
-    return json_response(body, headers={VERSION_HEADER: str(response.version)})
+    return body, {VERSION_HEADER: str(response.version)}
 
 
-def require_json(http: Request) -> None:
+def require_json(environ: dict[str, Any]) -> None:
     """415 unless the body says it is JSON."""
-    if not says_json(http.environ):
-        raise errors.UnsupportedMediaType(
-            f"send the body as application/json (got {http.mimetype or 'no Content-Type'})",
-            {"content_type": http.mimetype or None})
+    if not says_json(environ):
+        mimetype = mimetype_of(environ)
+        raise errors.UnsupportedMediaType(f"send the body as application/json (got {mimetype or 'no Content-Type'})",
+                                          {"content_type": mimetype or None})
+
+
+def mimetype_of(environ: dict[str, Any]) -> str:
+    """The body's media type, lower case, without parameters (Werkzeug's `request.mimetype`)."""
+    return environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
 
 
 def says_json(environ: dict[str, Any]) -> bool:
     """Werkzeug's `request.is_json`, read from the environ."""
-    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    mimetype = mimetype_of(environ)
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
 @bp.post("/predict")
 def predict() -> Response:
     """Run a model on rows (`instances`) or columns (`inputs`)."""
-    decoded = decode(request)
-    return encode(decoded, dataplane().infer(decoded))
+    decoded = decode(request.environ, settings().max_content_length)
+    payload, headers = encode(decoded, dataplane().infer(decoded))
+    return json_response(payload, headers=headers)
 
 
 @bp.get("/models")

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """orjson's fallback: numpy arrays and scalars as Python values."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -29,7 +30,7 @@ def _default(value: Any) -> Any:
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A response encoded with orjson (numpy arrays included)."""
-    body = orjson.dumps(payload, default=_default, option=JSON_OPTIONS)
+    body = orjson.dumps(payload, default=json_default, option=JSON_OPTIONS)
     return Response(body, status=status, headers=headers, content_type="application/json")  # no charset to add
 
 
